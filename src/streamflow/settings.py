@@ -1,0 +1,98 @@
+"""The one place every part of StreamFlow reads its configuration from.
+
+Python code calls :func:`get_settings`; dbt reads the same values through
+``env_var('POSTGRES_*')`` and Feast through ``${POSTGRES_*}`` in
+``feature_store.yaml``: :meth:`Settings.export_env` puts them into the
+environment of those tools before they run.
+
+Precedence: process environment > ``.env`` file at the repo root > defaults.
+When ``POSTGRES_HOST`` is unset the embedded PostgreSQL server (data in
+``.pgdata/``) is used and started on demand; when it is set, that server is
+used and the embedded one is never started.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# A fixed, non-default port so the embedded server never collides with a
+# system PostgreSQL on 5432.
+EMBEDDED_PORT = 54329
+EMBEDDED_HOST = "127.0.0.1"
+
+REAL_EXPORTS_DIR = REPO_ROOT.parent / "shared" / "data" / "streamflow_seeds"
+SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    seeds_dir: Path
+    embedded: bool
+    pgdata: Path
+
+    @property
+    def conninfo(self) -> str:
+        """libpq keyword/value string; the session time zone is pinned to UTC."""
+        return (
+            f"host={self.host} port={self.port} user={self.user} password={self.password} "
+            f"dbname={self.database} options='-c timezone=UTC' connect_timeout=5"
+        )
+
+    def sqlalchemy_url(self) -> str:
+        return f"postgresql+psycopg://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+
+    def env(self) -> dict[str, str]:
+        """The variables dbt profiles, feature_store.yaml and GX read."""
+        return {
+            "POSTGRES_HOST": self.host,
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USER": self.user,
+            "POSTGRES_PASSWORD": self.password,
+            "POSTGRES_DB": self.database,
+            "SEEDS_DIR": str(self.seeds_dir),
+        }
+
+    def export_env(self) -> None:
+        os.environ.update(self.env())
+
+
+def _default_seeds_dir() -> Path:
+    return REAL_EXPORTS_DIR if REAL_EXPORTS_DIR.is_dir() else SAMPLE_DIR
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default: the process env) over ``.env``."""
+    values: dict[str, str] = {
+        k: v for k, v in dotenv_values(REPO_ROOT / ".env").items() if v is not None
+    }
+    values.update(os.environ if environ is None else environ)
+    host = values.get("POSTGRES_HOST", "").strip()
+    embedded = not host
+    seeds = values.get("SEEDS_DIR", "").strip()
+    return Settings(
+        host=host or EMBEDDED_HOST,
+        port=int(values.get("POSTGRES_PORT") or EMBEDDED_PORT),
+        user=values.get("POSTGRES_USER") or "streamflow",
+        password=values.get("POSTGRES_PASSWORD") or "streamflow",
+        database=values.get("POSTGRES_DB") or "streamflow",
+        seeds_dir=Path(seeds).expanduser().resolve() if seeds else _default_seeds_dir(),
+        embedded=embedded,
+        pgdata=Path(values.get("PGDATA_DIR") or REPO_ROOT / ".pgdata").resolve(),
+    )
+
+
+@cache
+def get_settings() -> Settings:
+    return load_settings()
