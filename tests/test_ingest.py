@@ -115,6 +115,9 @@ BAD_INPUTS = {
     "unexpected column": (
         lambda d: _edit(d / "labels.csv", lambda ls: [ls[0] + ",extra"] + [x + ",1" for x in ls[1:]]),
         ["labels.csv", "line 1", "unexpected column(s) extra"]),
+    "row with a missing field": (
+        lambda d: _edit(d / "subscriptions.csv", lambda ls: ls[:5] + [ls[5].rsplit(",", 1)[0]] + ls[6:]),
+        ["subscriptions.csv", "line 6", "8 fields where the header has 9"]),
     "header only": (lambda d: _edit(d / "support_agg_90d.csv", lambda ls: ls[:1]),
                     ["support_agg_90d.csv", "header only"]),
     "abc in monthly_fee": (lambda d: _set_cell(d / "subscriptions.csv", 5, "monthly_fee", "abc"),

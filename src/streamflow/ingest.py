@@ -27,6 +27,9 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from psycopg import sql
 
 from streamflow.db import connect
@@ -47,45 +50,44 @@ from streamflow.settings import Settings
 FIRST_AS_OF = date(2024, 1, 31)  # as_of of month_000 when a seeds folder has no as_of.csv
 MONTH_DIR = re.compile(r"^month_(\d{3,})$")
 
-# A cell of each kind, after stripping. Decimal point only: "1.234,56" and "1,5" are rejected,
-# as are nan/inf, which no export should contain.
+# A cell of each kind, after stripping (RE2 syntax, matched by Arrow). Decimal point only:
+# "1.234,56" and "1,5" are rejected, as are nan/inf, which no export should contain.
+NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 PATTERNS = {
-    "int": re.compile(r"[+-]?\d+"),
-    "float": re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"),
-    "numeric": re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"),
-    "date": re.compile(r"\d{4}-\d{2}-\d{2}"),
+    "int": r"^[+-]?\d{1,10}$",
+    "float": NUMBER,
+    "numeric": NUMBER,
+    "date": r"^\d{4}-\d{2}-\d{2}$",
 }
 INT32_MAX = 2**31 - 1
 KIND_HELP = {
-    "int": "a whole number",
+    "int": "a whole number (32-bit)",
     "float": "a number with '.' as decimal point",
     "numeric": "a number with '.' as decimal point",
     "date": "a date YYYY-MM-DD",
     "bool": f"a boolean ({'/'.join(sorted(TRUE_WORDS))} or {'/'.join(sorted(FALSE_WORDS))}, "
             "case-insensitive; empty = unknown)",
 }
+_CSV_OUT = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 
 
 @dataclass
 class CheckedFile:
     export: ExportFile
     path: Path
-    frame: pd.DataFrame  # normalised text cells, None for NULL, in declared column order
+    table: pa.Table  # normalised text cells (null for NULL), in declared column order
 
-    def content_digest(self) -> str:
-        """A digest of the normalised rows: a BOM/CRLF copy of the same data has the same digest."""
-        row_hashes = pd.util.hash_pandas_object(self.frame.fillna("\x00NULL"), index=False)
-        header = ",".join(self.frame.columns).encode()
-        return hashlib.sha256(header + row_hashes.to_numpy().tobytes()).hexdigest()
+    @property
+    def rows(self) -> int:
+        return self.table.num_rows
 
-    def copy_payload(self, as_of: date, loaded_at) -> str:
-        """as_of, loaded_at and the file's columns as COPY-ready CSV (empty unquoted field = NULL)."""
-        frame = self.frame.copy(deep=False)
-        frame.insert(0, "loaded_at", loaded_at.isoformat())
-        frame.insert(0, "as_of", as_of.isoformat())
-        buf = io.StringIO()
-        frame.to_csv(buf, index=False, header=False, lineterminator="\n", na_rep="",
-                     quoting=csv.QUOTE_MINIMAL)
+    def user_ids(self) -> pa.ChunkedArray:
+        return self.table.column("user_id")
+
+    def csv_bytes(self) -> bytes:
+        """The rows as COPY-ready CSV (an empty unquoted field is NULL)."""
+        buf = io.BytesIO()
+        pacsv.write_csv(self.table, buf, _CSV_OUT)
         return buf.getvalue()
 
 
@@ -101,58 +103,59 @@ def _fail(path: Path, line: int | None, column: str | None, value: str | None, p
     raise IngestError(f"{where}: {problem}")
 
 
+def _first(mask) -> int | None:
+    """Index of the first True in a boolean Arrow array, or None."""
+    index = pc.index(mask.fill_null(False), True).as_py()
+    return None if index < 0 else index
+
+
 def _line(index: int) -> int:
     # Line numbers as a text editor shows them: the header is line 1.
-    return int(index) + 2
+    return index + 2
 
 
-def _check_column(path: Path, col: Column, cells: pd.Series) -> pd.Series:
-    """Validate and normalise one column; returns it with None for NULL."""
-    stripped = cells.str.strip()
-    empty = stripped == ""
-    if not col.nullable and empty.any():
-        idx = empty.idxmax()
-        _fail(path, _line(idx), col.name, cells[idx], "empty; every row needs a value here")
+def _check_column(path: Path, col: Column, cells: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Validate and normalise one column; returns it stripped, with null for NULL."""
+    stripped = pc.utf8_trim_whitespace(cells)
+    empty = pc.equal(stripped, "")
+
+    def fail_at(mask, problem: str):
+        idx = _first(mask)
+        if idx is not None:
+            _fail(path, _line(idx), col.name, cells[idx].as_py(), problem)
+
+    if not col.nullable:
+        fail_at(empty, "empty; every row needs a value here")
     if col.kind == "bool":
-        lowered = stripped.str.lower()
-        is_true, is_false = lowered.isin(TRUE_WORDS), lowered.isin(FALSE_WORDS)
-        bad = ~(is_true | is_false | empty)
-        if bad.any():
-            idx = bad.idxmax()
-            _fail(path, _line(idx), col.name, cells[idx], f"expected {KIND_HELP['bool']}")
-        out = pd.Series(None, index=cells.index, dtype=object)
-        out[is_true] = "t"
-        out[is_false] = "f"
-        return out
+        lowered = pc.utf8_lower(stripped)
+        is_true = pc.is_in(lowered, value_set=pa.array(sorted(TRUE_WORDS)))
+        is_false = pc.is_in(lowered, value_set=pa.array(sorted(FALSE_WORDS)))
+        fail_at(pc.invert(pc.or_(pc.or_(is_true, is_false), empty)), f"expected {KIND_HELP['bool']}")
+        return pc.if_else(is_true, "t", pc.if_else(is_false, "f", pa.scalar(None, pa.string())))
     if col.kind in PATTERNS:
-        ok = stripped.str.fullmatch(PATTERNS[col.kind]) | empty
-        if col.kind == "date" and ok.all():
-            parsed = pd.to_datetime(stripped.where(~empty), format="%Y-%m-%d", errors="coerce")
-            ok = ok & (parsed.notna() | empty)
-        if col.kind == "int" and ok.all():
-            ok = ok & (empty | (pd.to_numeric(stripped.where(~empty), errors="coerce").abs() <= INT32_MAX))
-        if not ok.all():
-            idx = (~ok).idxmax()
-            _fail(path, _line(idx), col.name, cells[idx], f"expected {KIND_HELP[col.kind]}")
-    return stripped.where(~empty, None)
+        ok = pc.or_(pc.match_substring_regex(stripped, PATTERNS[col.kind]), empty)
+        fail_at(pc.invert(ok), f"expected {KIND_HELP[col.kind]}")
+        if col.kind == "date":  # well-formed but impossible dates (2022-02-30) do not round-trip
+            parsed = pc.strptime(stripped, format="%Y-%m-%d", unit="s", error_is_null=True)
+            same = pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), stripped)
+            fail_at(pc.invert(pc.or_(same.fill_null(False), empty)), f"expected {KIND_HELP['date']}")
+        if col.kind == "int":
+            values = pc.cast(pc.if_else(empty, pa.scalar(None, pa.string()), stripped), pa.int64())
+            fail_at(pc.greater(pc.abs(values), INT32_MAX), f"expected {KIND_HELP['int']}")
+    else:  # text: one line per row, so the COPY payload can be prefixed line by line
+        fail_at(pc.match_substring_regex(stripped, r"[\r\n]"), "line breaks inside a cell are not allowed")
+    return pc.if_else(empty, pa.scalar(None, pa.string()), stripped)
 
 
-def read_export(path: Path, export: ExportFile) -> CheckedFile:
-    """Read one CSV, check its header and every cell; raise IngestError on the first problem."""
-    if not path.is_file():
-        _fail(path, None, None, None, f"missing file: a month folder must hold {export.filename}")
+def _read_header(path: Path, export: ExportFile) -> list[str]:
     try:
-        # utf-8-sig drops a BOM; the csv parser accepts CRLF. Everything is read as text so
-        # leading zeros and exact decimals survive, and nothing is guessed from the data.
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
-                            encoding="utf-8-sig", skipinitialspace=False)
-    except pd.errors.EmptyDataError:
-        _fail(path, 1, None, None, "the file is empty (no header line)")
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            header = next(csv.reader(fh), None)
     except UnicodeDecodeError as exc:
-        _fail(path, None, None, None, f"not UTF-8 text: {exc}")
-    except pd.errors.ParserError as exc:
-        _fail(path, None, None, None, f"malformed CSV: {exc}")
-    header = [str(c).strip() for c in frame.columns]
+        _fail(path, 1, None, None, f"not UTF-8 text: {exc}")
+    if not header:
+        _fail(path, 1, None, None, "the file is empty (no header line)")
+    header = [c.strip() for c in header]
     expected = export.column_names
     missing = [c for c in expected if c not in header]
     unexpected = [c for c in header if c not in expected]
@@ -165,21 +168,55 @@ def read_export(path: Path, export: ExportFile) -> CheckedFile:
         _fail(path, 1, None, None, "; ".join(parts) + f" (expected exactly: {', '.join(expected)})")
     if len(set(header)) != len(header):
         _fail(path, 1, None, None, "a column name appears twice in the header")
-    frame.columns = header
-    if frame.empty:
+    return header
+
+
+def _find_line(path: Path, text: str) -> int | None:
+    """Arrow's multi-threaded reader does not know row numbers: find the row's line ourselves."""
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        for number, line in enumerate(fh, start=1):
+            if line.rstrip("\r\n") == text:
+                return number
+    return None
+
+
+def read_export(path: Path, export: ExportFile) -> CheckedFile:
+    """Read one CSV, check its header and every cell; raise IngestError on the first problem."""
+    if not path.is_file():
+        _fail(path, None, None, None, f"missing file: a month folder must hold {export.filename}")
+    header = _read_header(path, export)
+    bad_rows = []
+
+    def on_invalid_row(row) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    try:
+        # Everything is read as text (leading zeros and exact decimals survive, nothing is
+        # guessed from the data); Arrow skips a UTF-8 BOM and accepts CRLF.
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid_row),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in header}, strings_can_be_null=False,
+                quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        if bad_rows:
+            row = bad_rows[0]
+            _fail(path, row.number or _find_line(path, row.text), None, None,
+                  f"{row.actual_columns} fields where the header has {row.expected_columns}")
+        _fail(path, None, None, None, f"malformed CSV: {exc}")
+    if table.num_rows == 0:
         _fail(path, None, None, None, "header only: the file has no data rows")
-    short = frame.isna().any(axis=1)
-    if short.any():
-        idx = short.idxmax()
-        _fail(path, _line(idx), None, None, f"fewer fields than the header's {len(expected)}")
-    frame = frame[expected]
-    checked = pd.DataFrame({c.name: _check_column(path, c, frame[c.name]) for c in export.columns})
-    dup = checked["user_id"].duplicated(keep="first")
+    checked = pa.table({c.name: _check_column(path, c, table.column(c.name)) for c in export.columns})
+    ids = pd.Series(checked.column("user_id").to_numpy(zero_copy_only=False))
+    dup = ids.duplicated(keep="first")
     if dup.any():
-        idx = dup.idxmax()
-        first = checked.index[checked["user_id"] == checked["user_id"][idx]][0]
-        _fail(path, _line(idx), "user_id", checked["user_id"][idx],
-              f"duplicate user_id (first seen on line {_line(first)})")
+        idx = int(dup.to_numpy().argmax())
+        first = int((ids == ids[idx]).to_numpy().argmax())
+        _fail(path, _line(idx), "user_id", ids[idx], f"duplicate user_id (first seen on line {_line(first)})")
     return CheckedFile(export, path, checked)
 
 
@@ -190,16 +227,15 @@ def read_month(month_dir: Path) -> list[CheckedFile]:
         raise IngestError(f"{month_dir}: not a folder")
     files = [read_export(month_dir / e.filename, e) for e in EXPORT_FILES]
     roster = next(f for f in files if f.export.name == ROSTER)
-    known = pd.Index(roster.frame["user_id"])
     for f in files:
         if f is roster:
             continue
-        unknown = ~f.frame["user_id"].isin(known)
-        if unknown.any():
-            idx = unknown.idxmax()
-            _fail(f.path, _line(idx), "user_id", f.frame["user_id"][idx],
+        unknown = pc.invert(pc.is_in(f.user_ids(), value_set=roster.user_ids().combine_chunks()))
+        idx = _first(unknown)
+        if idx is not None:
+            _fail(f.path, _line(idx), "user_id", f.user_ids()[idx].as_py(),
                   f"user_id not in this month's {roster.export.filename} "
-                  f"({int(unknown.sum())} such row(s))")
+                  f"({pc.sum(unknown).as_py()} such row(s))")
     return files
 
 
@@ -218,8 +254,10 @@ def ingest_month(settings: Settings, month_dir: Path, as_of: date, *, quiet: boo
     say = (lambda *_: None) if quiet else (lambda msg: print(msg, flush=True))
     say(f"[{as_of}] checking {month_dir}")
     files = read_month(Path(month_dir))
-    digests = {f.export.name: f.content_digest() for f in files}
-    counts = {f.export.name: len(f.frame) for f in files}
+    payloads = {f.export.name: f.csv_bytes() for f in files}
+    # A digest of the normalised rows: a BOM/CRLF copy of the same data has the same digest.
+    digests = {name: hashlib.sha256(p).hexdigest() for name, p in payloads.items()}
+    counts = {f.export.name: f.rows for f in files}
 
     with connect(settings) as conn:
         _ensure_raw_schema(conn)
@@ -239,8 +277,10 @@ def ingest_month(settings: Settings, month_dir: Path, as_of: date, *, quiet: boo
             conn.execute(sql.SQL("delete from {} where as_of = %s").format(table), (as_of,))
             columns = sql.SQL(", ").join(map(sql.Identifier, ["as_of", "loaded_at", *f.export.column_names]))
             copy_sql = sql.SQL("copy {} ({}) from stdin (format csv)").format(table, columns)
+            # Prefix every line with the month's constants (cells hold no line breaks).
+            prefix = f"{as_of.isoformat()},{loaded_at.isoformat()},".encode()
             with conn.cursor().copy(copy_sql) as copy:
-                copy.write(f.copy_payload(as_of, loaded_at))
+                copy.write(prefix + payloads[f.export.name][:-1].replace(b"\n", b"\n" + prefix) + b"\n")
             say(f"[{as_of}]   {f.export.filename:<22}{counts[f.export.name]:>11,} rows")
         conn.execute(
             f"""insert into {RAW_SCHEMA}.ingestion_log (as_of, source_dir, loaded_at, row_counts, file_sha256)
