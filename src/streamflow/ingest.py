@@ -220,12 +220,15 @@ def read_export(path: Path, export: ExportFile) -> CheckedFile:
     return CheckedFile(export, path, checked)
 
 
-def read_month(month_dir: Path) -> list[CheckedFile]:
+def read_month(month_dir: Path, say=lambda _msg: None) -> list[CheckedFile]:
     """Check a whole month folder; the roster (users.csv) comes first."""
     month_dir = Path(month_dir)
     if not month_dir.is_dir():
         raise IngestError(f"{month_dir}: not a folder")
-    files = [read_export(month_dir / e.filename, e) for e in EXPORT_FILES]
+    files = []
+    for export in EXPORT_FILES:
+        files.append(read_export(month_dir / export.filename, export))
+        say(f"  checked {export.filename:<22}{files[-1].rows:>11,} rows")
     roster = next(f for f in files if f.export.name == ROSTER)
     for f in files:
         if f is roster:
@@ -253,7 +256,7 @@ def ingest_month(settings: Settings, month_dir: Path, as_of: date, *, quiet: boo
     started = time.monotonic()
     say = (lambda *_: None) if quiet else (lambda msg: print(msg, flush=True))
     say(f"[{as_of}] checking {month_dir}")
-    files = read_month(Path(month_dir))
+    files = read_month(Path(month_dir), say)
     payloads = {f.export.name: f.csv_bytes() for f in files}
     # A digest of the normalised rows: a BOM/CRLF copy of the same data has the same digest.
     digests = {name: hashlib.sha256(p).hexdigest() for name, p in payloads.items()}
@@ -281,7 +284,7 @@ def ingest_month(settings: Settings, month_dir: Path, as_of: date, *, quiet: boo
             prefix = f"{as_of.isoformat()},{loaded_at.isoformat()},".encode()
             with conn.cursor().copy(copy_sql) as copy:
                 copy.write(prefix + payloads[f.export.name][:-1].replace(b"\n", b"\n" + prefix) + b"\n")
-            say(f"[{as_of}]   {f.export.filename:<22}{counts[f.export.name]:>11,} rows")
+            say(f"  loaded  {f.export.filename:<22}{counts[f.export.name]:>11,} rows")
         conn.execute(
             f"""insert into {RAW_SCHEMA}.ingestion_log (as_of, source_dir, loaded_at, row_counts, file_sha256)
                 values (%s, %s, %s, %s, %s)
