@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import shutil
+import socket
+import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -41,10 +44,31 @@ def recreate_database(base: Settings, name: str) -> Settings:
     return dataclasses.replace(base, database=name)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-def pg_server() -> Settings:
-    """The configured server (embedded one started if needed), as settings for its main db."""
-    return db.ensure_up(load_settings())
+def pg_server():
+    """A real PostgreSQL for the session, as settings for its main database.
+
+    With POSTGRES_HOST set, that server. Otherwise a private embedded server in a
+    temporary folder on a free port, so the suite never touches the data of
+    `make all` and never collides with a server already running.
+    """
+    configured = load_settings()
+    if not configured.embedded:
+        yield db.ensure_up(configured)
+        return
+    pgdata = Path(tempfile.mkdtemp(prefix="streamflow-test-pg-"))
+    private = dataclasses.replace(configured, pgdata=pgdata / "data", port=_free_port())
+    try:
+        yield db.ensure_up(private)
+    finally:
+        db.stop_embedded(private)
+        shutil.rmtree(pgdata, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
