@@ -3,9 +3,9 @@
 A month is read and checked completely before the database is touched: every
 cell against its declared kind (``raw_schema``), user ids unique and present
 in that month's ``users.csv``. Any problem raises :class:`IngestError` naming
-the file, line, column and value. Only then, in one transaction, the month's
-previous rows are deleted and the six files are COPYed in. Other months are
-never touched.
+the file, line, column and value. Only then, in one transaction, the six files are
+COPYed into new tables that replace the month's partitions of the raw tables.
+Other months are never touched.
 
 Re-ingesting a month whose normalised content is unchanged (same rows, even
 with a BOM or CRLF line endings) is a no-op: the month keeps its ``loaded_at``,
@@ -44,6 +44,7 @@ from streamflow.raw_schema import (
     Column,
     ExportFile,
     create_table_sql,
+    partition_name,
 )
 from streamflow.settings import Settings
 
@@ -245,8 +246,40 @@ def read_month(month_dir: Path, say=lambda _msg: None) -> list[CheckedFile]:
 def _ensure_raw_schema(conn) -> None:
     conn.execute(f"create schema if not exists {RAW_SCHEMA}")
     for export in EXPORT_FILES:
+        kind = conn.execute("select relkind from pg_class where oid = to_regclass(%s)",
+                            (f"{RAW_SCHEMA}.{export.name}",)).fetchone()
+        if kind and kind[0] != "p":
+            raise IngestError(f"{RAW_SCHEMA}.{export.name} has the old, unpartitioned layout: run "
+                              f"`drop schema {RAW_SCHEMA} cascade` in database {conn.info.dbname} "
+                              "and ingest again")
         conn.execute(create_table_sql(export))
     conn.execute(INGESTION_LOG_SQL)
+
+
+def _replace_partition(conn, f: CheckedFile, as_of: date, loaded_at, payload: bytes) -> None:
+    """Load one file into a new table and swap it in as the month's partition.
+
+    Runs inside the month's transaction: until commit, readers see the old month.
+    """
+    parent = sql.Identifier(RAW_SCHEMA, f.export.name)
+    name = partition_name(f.export, as_of)
+    staging = sql.Identifier(RAW_SCHEMA, f"{name}_new")
+    conn.execute(sql.SQL("create table {} (like {} including defaults including constraints)")
+                 .format(staging, parent))
+    # Lets ATTACH skip its validation scan.
+    conn.execute(sql.SQL("alter table {} add check (as_of = {})").format(staging, sql.Literal(as_of)))
+    columns = sql.SQL(", ").join(map(sql.Identifier, ["as_of", "loaded_at", *f.export.column_names]))
+    # FREEZE: the table was created in this transaction, so rows need no later vacuum freeze.
+    copy_sql = sql.SQL("copy {} ({}) from stdin (format csv, freeze)").format(staging, columns)
+    prefix = f"{as_of.isoformat()},{loaded_at.isoformat()},".encode()  # cells hold no line breaks
+    with conn.cursor().copy(copy_sql) as copy:
+        copy.write(prefix + payload[:-1].replace(b"\n", b"\n" + prefix) + b"\n")
+    conn.execute(sql.SQL("alter table {} add primary key (as_of, user_id)").format(staging))
+    conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(RAW_SCHEMA, name)))
+    conn.execute(sql.SQL("alter table {} rename to {}").format(staging, sql.Identifier(name)))
+    conn.execute(sql.SQL("alter table {} attach partition {} for values in ({})").format(
+        parent, sql.Identifier(RAW_SCHEMA, name), sql.Literal(as_of)))
+    conn.execute(sql.SQL("analyze {}").format(sql.Identifier(RAW_SCHEMA, name)))
 
 
 def ingest_month(settings: Settings, month_dir: Path, as_of: date, *, quiet: bool = False) -> bool:
@@ -276,14 +309,7 @@ def ingest_month(settings: Settings, month_dir: Path, as_of: date, *, quiet: boo
             return False
         loaded_at = conn.execute("select now()").fetchone()[0]
         for f in files:
-            table = sql.Identifier(RAW_SCHEMA, f.export.name)
-            conn.execute(sql.SQL("delete from {} where as_of = %s").format(table), (as_of,))
-            columns = sql.SQL(", ").join(map(sql.Identifier, ["as_of", "loaded_at", *f.export.column_names]))
-            copy_sql = sql.SQL("copy {} ({}) from stdin (format csv)").format(table, columns)
-            # Prefix every line with the month's constants (cells hold no line breaks).
-            prefix = f"{as_of.isoformat()},{loaded_at.isoformat()},".encode()
-            with conn.cursor().copy(copy_sql) as copy:
-                copy.write(prefix + payloads[f.export.name][:-1].replace(b"\n", b"\n" + prefix) + b"\n")
+            _replace_partition(conn, f, as_of, loaded_at, payloads[f.export.name])
             say(f"  loaded  {f.export.filename:<22}{counts[f.export.name]:>11,} rows")
         conn.execute(
             f"""insert into {RAW_SCHEMA}.ingestion_log (as_of, source_dir, loaded_at, row_counts, file_sha256)
@@ -293,8 +319,6 @@ def ingest_month(settings: Settings, month_dir: Path, as_of: date, *, quiet: boo
                     file_sha256 = excluded.file_sha256""",
             (as_of, str(Path(month_dir).resolve()), loaded_at, json.dumps(counts), json.dumps(digests)),
         )
-        for f in files:
-            conn.execute(sql.SQL("analyze {}").format(sql.Identifier(RAW_SCHEMA, f.export.name)))
         conn.commit()
     say(f"[{as_of}] loaded in {time.monotonic() - started:.1f}s")
     return True

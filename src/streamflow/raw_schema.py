@@ -102,7 +102,12 @@ ROSTER = "users"
 
 
 def create_table_sql(export: ExportFile) -> str:
-    """DDL of one raw table: the export's columns plus as_of and loaded_at."""
+    """DDL of one raw table: the export's columns plus as_of and loaded_at.
+
+    Partitioned by month: a month is loaded into a fresh table (indexed after the
+    COPY, which is several times faster than maintaining the index row by row)
+    that then replaces that month's partition, leaving every other month alone.
+    """
     cols = ",\n    ".join(
         f"{c.name} {c.pg_type}{'' if c.nullable else ' not null'}" for c in export.columns
     )
@@ -112,8 +117,12 @@ def create_table_sql(export: ExportFile) -> str:
         f"    loaded_at timestamptz not null,\n"
         f"    {cols},\n"
         f"    primary key (as_of, user_id)\n"
-        f")"
+        f") partition by list (as_of)"
     )
+
+
+def partition_name(export: ExportFile, as_of) -> str:
+    return f"{export.name}_m{as_of:%Y%m%d}"
 
 
 INGESTION_LOG_SQL = f"""
