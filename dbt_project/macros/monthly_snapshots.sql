@@ -1,38 +1,47 @@
 {#-
   Versioned monthly snapshots: how the marts are kept up to date month by month.
 
-  Every mart holds one row per (user_id, as_of) and is built from exactly one
-  staging model, named in the mart's `meta.snapshot_source`. A month is the unit
-  of work:
+  Every mart holds one row per (user_id, as_of) and snapshots one staging model
+  (its meta.snapshot_source). A month is the unit of work. raw.ingestion_log
+  lists every loaded month with its loaded_at (written in the same transaction
+  as the month's raw rows, which carry the same loaded_at); each mart row
+  carries its month's loaded_at too. Comparing the two:
 
-  * a month of the source whose loaded_at differs from the mart's (a new month,
-    a late-arriving older month, or a re-delivered month) is (re)built: the
-    model selects only those months (`snapshot_months_filter`) and the
-    `replace_months` strategy deletes exactly those months from the mart and
-    inserts the new rows, in one transaction;
-  * a month present in the mart but no longer in the source is deleted;
+  * a month whose loaded_at differs from the mart's (a new month, a late-arriving
+    older month, a re-delivered month) is (re)built: the model selects only those
+    months (`snapshot_months_filter`) and the `replace_months` strategy deletes
+    exactly those months from the mart and inserts the new rows, in one
+    transaction (so a re-delivered month that lost users loses them here too);
+  * a month in the mart but no longer loaded (gone from the log, or its raw
+    rows gone from the staging source) is deleted;
   * every other month is never touched, and a second run changes nothing.
 
-  Which months to build is decided from the months' loaded_at only (one value
-  per ingested month, see docs/contracts.md), found with index probes: the raw
-  tables' primary key and the marts' index both start with as_of, so deciding
-  costs a few lookups per month, never a scan of history.
+  Deciding costs a read of the (tiny) log and a few index probes per month in
+  the mart (its (as_of, loaded_at) index), never a scan of history.
 -#}
 
 
-{#- The snapshot source relation of the model being run (meta.snapshot_source). -#}
+{#- The log of loaded months. Called unconditionally so that dbt records the
+    dependency at parse time (lineage: raw.ingestion_log -> every mart). -#}
+{% macro months_log_relation() -%}
+    {{ return(source('raw', 'ingestion_log')) }}
+{%- endmacro %}
+
+
+{#- The staging model a mart snapshots, named in the mart's meta.snapshot_source. -#}
 {% macro snapshot_source_relation() -%}
     {%- set name = (config.get('meta') or {}).get('snapshot_source') -%}
     {%- if not name -%}
         {{ exceptions.raise_compiler_error(
-            "model " ~ model.name ~ " uses monthly snapshots but has no meta.snapshot_source") }}
+            "model " ~ model.name ~ " is a monthly snapshot but has no meta.snapshot_source") }}
     {%- endif -%}
     {{ return(ref(name)) }}
 {%- endmacro %}
 
 
-{#- SQL: (as_of, loaded_at) of every month in `relation`, by index skip-scan. -#}
-{% macro month_states_sql(relation) -%}
+{#- SQL: (as_of, loaded_at) of every month present in the mart `relation`:
+    index probes on its (as_of, loaded_at) index, a few per month. -#}
+{% macro mart_month_states_sql(relation) -%}
     with recursive months as (
         (select as_of from {{ relation }} order by as_of limit 1)
         union all
@@ -43,24 +52,34 @@
     )
     select
         months.as_of,
-        (select r.loaded_at from {{ relation }} as r where r.as_of = months.as_of limit 1) as loaded_at
+        (select max(r.loaded_at) from {{ relation }} as r where r.as_of = months.as_of) as loaded_at
     from months
     where months.as_of is not null
 {%- endmacro %}
 
 
-{#- {'build': [months to (re)build], 'drop': [months no longer in the source]}
-    comparing `source` with the existing `target`; ISO date strings, oldest first. -#}
+{#- {'build': [months to (re)build], 'drop': [months no longer loaded]} for the
+    existing mart `target` built from `source`; ISO date strings, oldest first.
+    A month is loaded when the log lists it and `source` has rows for it (one
+    probe per month: the raw tables are partitioned, and indexed, by as_of). -#}
 {% macro snapshot_month_plan(source, target) -%}
     {%- set query -%}
-        with source_months as ({{ month_states_sql(source) }}),
-             target_months as ({{ month_states_sql(target) }})
+        with loaded as (
+            select l.as_of, l.loaded_at
+            from {{ months_log_relation() }} as l
+            -- a scalar subquery, not EXISTS: the planner would turn EXISTS into a
+            -- semi-join over all of history; this probes one partition per month
+            where coalesce((select true from {{ source }} as s where s.as_of = l.as_of limit 1), false)
+        ),
+        in_mart as (
+            {{ mart_month_states_sql(target) }}
+        )
         select
-            coalesce(s.as_of, t.as_of)::text as as_of,
-            case when s.as_of is null then 'drop' else 'build' end as action
-        from source_months as s
-        full outer join target_months as t on t.as_of = s.as_of
-        where s.loaded_at is distinct from t.loaded_at
+            coalesce(l.as_of, m.as_of)::text as as_of,
+            case when l.as_of is null then 'drop' else 'build' end as action
+        from loaded as l
+        full outer join in_mart as m on m.as_of = l.as_of
+        where l.loaded_at is distinct from m.loaded_at
         order by 1
     {%- endset -%}
     {%- set plan = {'build': [], 'drop': []} -%}
@@ -76,9 +95,10 @@
 {%- endmacro %}
 
 
-{#- A WHERE condition for the model's select: all months on a first or full
+{#- A WHERE condition for the model's select: every month on a first or full
     build, else only the months whose loaded_at differs from the mart's. -#}
 {% macro snapshot_months_filter(as_of_column='as_of') -%}
+    {%- set log_relation = months_log_relation() -%}
     {%- if execute and is_incremental() -%}
         {%- set plan = snapshot_month_plan(snapshot_source_relation(), this) -%}
         {%- if plan['build'] -%}
@@ -87,28 +107,27 @@
             false /* every month is up to date */
         {%- endif -%}
     {%- else -%}
-        true /* first or full build: every month */
+        {{ as_of_column }} in (select as_of from {{ log_relation }}) /* first or full build: every month */
     {%- endif -%}
 {%- endmacro %}
 
 
 {#- Incremental strategy `replace_months`: delete+insert per as_of. Deletes from
-    the target every month present in the new rows (so a re-delivered month that
-    lost users loses them here too) and every month no longer in the source,
-    then inserts the new rows. Other months are not touched. -#}
+    the target every month to (re)build and every month no longer loaded, then
+    inserts the new rows. Other months are not touched. -#}
 {% macro get_incremental_replace_months_sql(arg_dict) -%}
     {%- set target = arg_dict['target_relation'] -%}
     {%- set temp = arg_dict['temp_relation'] -%}
     {%- set columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
 
-    {%- set new_months = [] -%}
+    {%- set plan = snapshot_month_plan(snapshot_source_relation(), target) -%}
+    {%- set in_temp = [] -%}
     {%- for row in run_query('select distinct as_of::text as as_of from ' ~ temp ~ ' order by 1').rows -%}
-        {%- do new_months.append(row['as_of']) -%}
+        {%- do in_temp.append(row['as_of']) -%}
     {%- endfor -%}
-    {%- set gone_months = snapshot_month_plan(snapshot_source_relation(), target)['drop'] -%}
-    {%- set replaced = new_months + gone_months -%}
-    {%- do log(target.identifier ~ ": months (re)built: " ~ (new_months | join(', ') or 'none')
-               ~ "; months dropped: " ~ (gone_months | join(', ') or 'none'), info=True) -%}
+    {%- set replaced = (plan['build'] + plan['drop'] + in_temp) | unique | sort | list -%}
+    {%- do log(target.identifier ~ ": months (re)built: " ~ ((plan['build'] + in_temp) | unique | sort | join(', ') or 'none')
+               ~ "; months dropped: " ~ (plan['drop'] | join(', ') or 'none'), info=True) -%}
 
     {%- if replaced %}
     delete from {{ target }}
