@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from streamflow.db import connect
-from streamflow.errors import GateError
+from streamflow.errors import GateError, StreamflowError
 from streamflow.settings import REPO_ROOT, Settings
 from streamflow.validation import require_validated, validate, validated_months
 from streamflow.validation.contract import MARTS, SUITE_NAMES, create_mart_sql
@@ -263,6 +263,11 @@ def test_never_validated_and_reingested_months_are_refused(
     assert FEB not in validated_months(fresh_db)
     with pytest.raises(GateError, match="re-ingested after its last validation"):
         require_validated(fresh_db, [FEB])
+
+
+def test_validate_without_marts_says_what_to_do(fresh_db: Settings, gx_root: Path):
+    with pytest.raises(StreamflowError, match="run `make build` first"):
+        run(fresh_db, gx_root)
 
 
 def test_gate_functions_do_not_import_great_expectations():

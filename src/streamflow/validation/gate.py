@@ -39,6 +39,8 @@ comment on table {RESULTS_TABLE} is
     'One row per (validation run, month, suite); written by streamflow.validation.validate';
 """
 
+MAX_LISTED = 2  # failing suites named per month in a GateError; the rest are counted
+
 # Serialises DDL from concurrent runs (create ... if not exists can still race).
 _LOCK = 0x5F6761_7465  # "_gate"
 
@@ -114,9 +116,13 @@ def _status(as_of: date, suites: dict[str, tuple] | None) -> MonthStatus:
     failed = [(s, suites[s][1]) for s in SUITE_NAMES if s in suites and not suites[s][0]]
     if failed:
         parts = []
-        for suite, blocking in failed:
-            first = blocking[0]["expectation"] if blocking else "?"
-            parts.append(f"{suite}: {first}" + (f" (+{len(blocking) - 1} more)" if len(blocking) > 1 else ""))
+        for suite, blocking in failed[:MAX_LISTED]:
+            first = blocking[0] if blocking else {"expectation": "?"}
+            where = f"({first['where']})" if first.get("where") else ""
+            more = f" (+{len(blocking) - 1} more)" if len(blocking) > 1 else ""
+            parts.append(f"{suite}: {first['expectation']}{where}{more}")
+        if len(failed) > MAX_LISTED:
+            parts.append(f"{len(failed) - MAX_LISTED} more suite(s)")
         return MonthStatus(as_of, "failed", "failed validation: " + "; ".join(parts), docs)
     if missing:
         return MonthStatus(as_of, "missing", "never validated for suite(s) " + ", ".join(missing), docs)

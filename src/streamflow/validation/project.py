@@ -29,6 +29,10 @@ CONNECTION_STRING = (
     "/${POSTGRES_DB}?options=-c%20timezone%3DUTC"
 )
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 5}
+# Validation results kept on disk (per suite) for Data Docs. Rebuilding the docs index
+# reads every stored result, so an unbounded history makes each run slower; the
+# durable record of every run is quality.validation_results.
+KEEP_RUNS = 10
 
 
 def coverage_query() -> str:
@@ -175,3 +179,17 @@ def sync(context) -> dict:
                 name=suite.name, validation_definitions=[vd], result_format=RESULT_FORMAT, actions=[]))
         checkpoints[suite.name] = checkpoint
     return checkpoints
+
+
+def prune_results(project_root: Path = PROJECT_ROOT, keep: int = KEEP_RUNS) -> None:
+    """Delete stored validation results of all but the ``keep`` latest runs of each suite."""
+    import shutil
+
+    validations = project_root / "gx" / "uncommitted" / "validations"
+    if not validations.is_dir():
+        return
+    for suite_dir in (d for d in validations.iterdir() if d.is_dir()):
+        # Run names are "validate-<UTC timestamp>", so name order is time order.
+        runs = sorted(d for d in suite_dir.iterdir() if d.is_dir())
+        for old in runs[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)

@@ -14,6 +14,13 @@ from streamflow.validation.contract import COVERAGE_SUITE, MARTS, MARTS_SCHEMA, 
 from streamflow.validation.gate import SuiteOutcome
 
 SAMPLE_VALUES = 3
+MAX_LINES = 3  # failing expectations shown per suite and month; Data Docs has them all
+
+
+def missing_marts(settings: Settings) -> list[str]:
+    with connect(settings) as conn:
+        return [f"{MARTS_SCHEMA}.{m}" for m in MARTS
+                if not conn.execute("select to_regclass(%s)", (f"{MARTS_SCHEMA}.{m}",)).fetchone()[0]]
 
 
 def months_to_validate(settings: Settings) -> list[date]:
@@ -136,6 +143,8 @@ def format_table(outcomes: list[SuiteOutcome]) -> str:
              f"{'-' * width}  {'-' * 10}  {'-' * 6}  {'-' * 36}"]
     for o in outcomes:
         items = [("FAIL", f) for f in o.blocking] + [("warn", f) for f in o.warnings]
+        hidden = max(0, len(items) - MAX_LINES)
+        items = items[:MAX_LINES]
         if not items:
             lines.append(f"{o.suite:<{width}}  {o.as_of.isoformat()}  {'pass':<6}")
             continue
@@ -144,6 +153,8 @@ def format_table(outcomes: list[SuiteOutcome]) -> str:
             where = f"({f['where']})" if f.get("where") else ""
             note = f" [{f['description']}]" if f.get("description") else ""
             lines.append(f"{head}  {label:<6}  {f['expectation']}{where}{note}: {f['shown']}")
+        if hidden:
+            lines.append(f"{' ' * (width + 12)}  {'':<6}  ... {hidden} more (see Data Docs)")
     return "\n".join(lines)
 
 
@@ -153,6 +164,9 @@ def validate(settings: Settings, as_of: date | None = None, *, project_root: Pat
     from great_expectations.core.run_identifier import RunIdentifier
 
     out = out or sys.stdout
+    missing = missing_marts(settings)
+    if missing:
+        raise StreamflowError(f"mart table(s) missing: {', '.join(missing)}; run `make build` first")
     months = [as_of] if as_of else months_to_validate(settings)
     if not months:
         raise StreamflowError("nothing to validate: no month in raw.ingestion_log or the marts "
@@ -168,6 +182,8 @@ def validate(settings: Settings, as_of: date | None = None, *, project_root: Pat
                 month_outcomes, ids = run_month(context, checkpoints, settings, month, run_id)
                 outcomes += month_outcomes
                 result_ids += ids
+            project.prune_results(project_root or project.PROJECT_ROOT)
+            # Incremental: pages for this run's results, then the index (which drops pruned ones).
             sites = context.build_data_docs(resource_identifiers=result_ids) if result_ids else {}
         except Exception as exc:
             # GX's own output only matters when it failed; show it then.
