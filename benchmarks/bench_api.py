@@ -6,13 +6,14 @@
   raw      the floor: FastAPI + the same async pool running the same parameterized SQL lookup
            (one UNION ALL over the views' online tables), returning the raw rows undecoded
 
-Each server runs alone (one worker, access log off, uvloop/httptools where we choose), is
-warmed up, then loaded with random real user ids at concurrency 1 and 16 from a bounded
-load generator on loopback: `wrk` when installed (Debian package `wrk`), else a small
+Every server runs with one worker, access log off, uvloop/httptools where we choose. All are
+started, warmed up, then loaded in interleaved rounds (medians reported, so background load on
+a shared machine hits each alike) with random real user ids at concurrency 1 and 16 from a
+bounded load generator on loopback: `wrk` when installed (Debian package `wrk`), else a small
 asyncio HTTP/1.1 keep-alive client. Before the load, the API's values for a sample of
 users are compared with Feast's get_online_features (must be identical).
 
-    .venv/bin/python benchmarks/bench_api.py [--duration 10] [--only api,raw] [--json out.json]
+    .venv/bin/python benchmarks/bench_api.py [--rounds 3] [--duration 5] [--only api,raw] [--json out.json]
 
 Needs `make all` (or apply + materialize) on the configured database first.
 """
@@ -283,7 +284,8 @@ def load(url, kind, ids, ids_file, concurrency, duration, tmp) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported (default 3)")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--only", default=",".join(TARGETS), help="comma-separated subset of " + ",".join(TARGETS))
     p.add_argument("--check-users", type=int, default=200, help="users compared with Feast first")
@@ -311,22 +313,33 @@ def main() -> int:
     ids_file.write_text("\n".join(ids) + "\n")
     generator = "wrk" if shutil.which("wrk") else "asyncio client"
     print(f"{len(ids)} users in the online store of db={settings.database}; load generator: {generator}; "
-          f"{args.duration:.0f}s per run; {os.cpu_count()} CPUs shared by generator, server and database\n",
+          f"{args.rounds} rounds x {args.duration:.0f}s per endpoint and concurrency; "
+          f"{os.cpu_count()} CPUs shared by generator, server and database\n",
           flush=True)
 
-    results: dict[str, dict] = {}
-    for kind in [k for k in TARGETS if k in args.only.split(",")]:
-        with server(kind, settings, free_port(), tmp) as url:
-            if kind == "api":
-                sample = random.Random(1).sample(ids, min(args.check_users, len(ids)))
-                print("values:", check_identical(settings, sample, url), flush=True)
+    # All servers up at once (an idle one costs nothing), measured in interleaved rounds so that
+    # drifting background load on the shared machine hits every endpoint alike; medians reported.
+    kinds = [k for k in TARGETS if k in args.only.split(",")]
+    runs: dict[str, dict[int, list[dict]]] = {k: {1: [], 16: []} for k in kinds}
+    with contextlib.ExitStack() as stack:
+        urls = {k: stack.enter_context(server(k, settings, free_port(), tmp)) for k in kinds}
+        if "api" in urls:
+            sample = random.Random(1).sample(ids, min(args.check_users, len(ids)))
+            print("values:", check_identical(settings, sample, urls["api"]), flush=True)
+        for kind, url in urls.items():
             load(url, kind, ids, ids_file, 16, args.warmup, tmp)
-            results[kind] = {c: load(url, kind, ids, ids_file, c, args.duration, tmp) for c in (1, 16)}
-            r1, r16 = results[kind][1], results[kind][16]
-            print(f"  {kind:6s} c=1: {r1['rps']:7.0f} req/s p50 {r1['p50_ms']:6.2f} ms "
-                  f"p99 {r1['p99_ms']:7.2f} ms"
-                  f" | c=16: {r16['rps']:7.0f} req/s p50 {r16['p50_ms']:6.2f} ms p99 {r16['p99_ms']:7.2f} ms"
-                  f"  errors {r1['errors'] + r16['errors']}", flush=True)
+        for r in range(args.rounds):
+            for c in (1, 16):
+                for kind, url in urls.items():
+                    m = load(url, kind, ids, ids_file, c, args.duration, tmp)
+                    runs[kind][c].append(m)
+                    print(f"  round {r + 1} {kind:6s} c={c:2d}: {m['rps']:7.0f} req/s "
+                          f"p50 {m['p50_ms']:7.2f} ms "
+                          f"p99 {m['p99_ms']:8.2f} ms errors {m['errors']}", flush=True)
+    results: dict[str, dict] = {
+        k: {c: {key: statistics.median(m[key] for m in ms) for key in ("rps", "p50_ms", "p99_ms")}
+            | {"errors": sum(m["errors"] for m in ms), "rounds": ms} for c, ms in per.items()}
+        for k, per in runs.items()}
 
     print("\n| endpoint | c=1 req/s | c=1 p50 ms | c=1 p99 ms | c=16 req/s | c=16 p50 ms | c=16 p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")
