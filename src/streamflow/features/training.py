@@ -1,0 +1,139 @@
+"""Point-in-time training set through the churn model's feature service.
+
+Entity rows are the ``labels_snapshots`` rows of the chosen months (every
+validated month by default), each at its month's ``event_timestamp``; Feast's
+point-in-time join gives every row the newest snapshot of each feature view at
+or before that instant (within the views' TTL). The entity rows are handed to
+Feast as SQL rather than as a DataFrame: Feast uploads a DataFrame row by row
+into a table it never analyses, and the planner then picks nested loops
+(measured: 65 s for the 14,086 real label rows; well under a second this way).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from streamflow.errors import StreamflowError
+from streamflow.features import ENTITY_JOIN_KEY, FEATURE_SERVICE
+from streamflow.settings import REPO_ROOT, Settings
+
+OUTPUT_DIR = REPO_ROOT / "data" / "processed"
+LABEL_MART = "labels_snapshots"
+LABEL = "churn_label"
+TS = "event_timestamp"
+
+
+def chosen_months(settings: Settings, as_of: date | None) -> list[date]:
+    from streamflow.validation import require_validated, validated_months
+
+    if as_of is not None:
+        require_validated(settings, [as_of])
+        return [as_of]
+    months = validated_months(settings)
+    if not months:
+        raise StreamflowError("no validated month yet: run `make validate` first")
+    return months
+
+
+def label_rows_sql(months: list[date]) -> str:
+    """The entity rows: one per label row of ``months``."""
+    from streamflow.features.manifest import mart_relation
+
+    labels = mart_relation(LABEL_MART)
+    in_list = ", ".join(f"date '{m.isoformat()}'" for m in months)
+    return (f"select {ENTITY_JOIN_KEY}, {TS}, {LABEL} from {labels.sql} "
+            f"where as_of in ({in_list})")
+
+
+def historical_features(settings: Settings, entity_sql: str, store=None) -> pd.DataFrame:
+    """Feast's point-in-time join of the feature service onto ``entity_sql``'s rows, in a stable order.
+
+    ``entity_sql`` must return ``user_id`` and ``event_timestamp`` (timestamptz);
+    other columns pass through. Timestamps come back in UTC.
+
+    Feast writes the query (``RetrievalJob.to_sql``: the feature service's views,
+    TTLs and created-timestamp tie-breaks); we run it. Feast's template chains
+    materialized CTEs whose row estimates collapse to 1, so PostgreSQL picks
+    nested loops that are quadratic in the entity rows (measured: minutes for 7k
+    rows); with nested loops off the same query takes well under a second. The
+    session keeps the server's time zone, as Feast's own connection would.
+    """
+    import psycopg
+
+    from streamflow.features.store import get_store
+
+    store = store or get_store(settings)
+    service = store.get_feature_service(FEATURE_SERVICE)
+    query = store.get_historical_features(entity_df=entity_sql, features=service).to_sql()
+    with psycopg.connect(server_tz_conninfo(settings)) as conn, conn.transaction():
+        conn.execute("set local enable_nestloop = off")
+        cur = conn.execute(query)
+        df = pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
+    df[TS] = pd.to_datetime(df[TS], utc=True)
+    for col in df.columns:
+        if col != TS and len(df) and df[col].map(lambda v: hasattr(v, "tzinfo")).any():
+            df[col] = pd.to_datetime(df[col], utc=True)
+    return df.sort_values([TS, ENTITY_JOIN_KEY], kind="stable").reset_index(drop=True)
+
+
+def server_tz_conninfo(settings: Settings) -> str:
+    """Like ``settings.conninfo`` but leaving the session time zone to the server/database."""
+    return (f"host={settings.host} port={settings.port} user={settings.user} "
+            f"password={settings.password} dbname={settings.database} connect_timeout=5")
+
+
+def feature_names(service) -> list[str]:
+    return [f.name for proj in service.feature_view_projections for f in proj.features]
+
+
+def build_training_set(settings: Settings, as_of: date | None = None, out_dir: Path | None = None) -> Path:
+    """Write ``training_df.csv`` and ``.parquet``; returns the CSV's path."""
+    from streamflow.features.store import get_store
+
+    months = chosen_months(settings, as_of)
+    store = get_store(settings)
+    service = store.get_feature_service(FEATURE_SERVICE)
+    features = feature_names(service)
+    entity_sql = label_rows_sql(months)
+    expected = _count(settings, entity_sql)
+
+    df = historical_features(settings, entity_sql, store)
+    if len(df) != expected:
+        # Feast's join must neither drop nor duplicate label rows: a mismatch means the
+        # marts broke their (user_id, as_of) uniqueness.
+        raise StreamflowError(f"training set has {len(df)} rows for {expected} label rows; "
+                              f"check the marts' (user_id, as_of) uniqueness (dbt tests)")
+    df = df[[ENTITY_JOIN_KEY, TS, *features, LABEL]]
+
+    out_dir = out_dir or OUTPUT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "training_df.csv"
+    df.to_csv(csv_path, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    df.to_parquet(out_dir / "training_df.parquet", index=False)
+    _print_summary(df, features, csv_path)
+    return csv_path
+
+
+def _count(settings: Settings, entity_sql: str) -> int:
+    import psycopg
+
+    with psycopg.connect(settings.conninfo) as conn:
+        return conn.execute(f"select count(*) from ({entity_sql}) e").fetchone()[0]
+
+
+def _print_summary(df: pd.DataFrame, features: list[str], path: Path) -> None:
+    no_features = int(df[features].isna().all(axis=1).sum())
+    print(f"Training set: {len(df)} rows x {len(features)} features (feature service {FEATURE_SERVICE})")
+    for ts, n in df.groupby(TS).size().items():
+        print(f"  {ts:%Y-%m-%d}: {n} rows")
+    nulls = df[features].isna().sum()
+    nulls = nulls[nulls > 0]
+    if len(nulls):
+        print("  null counts: " + ", ".join(f"{k}={v}" for k, v in nulls.items()))
+    else:
+        print("  null counts: none")
+    print(f"  label rows without any feature (kept, features NULL): {no_features}")
+    print(f"  wrote {path} (and {path.with_suffix('.parquet').name})")
