@@ -113,21 +113,24 @@
 
 
 {#- Incremental strategy `replace_months`: delete+insert per as_of. Deletes from
-    the target every month to (re)build and every month no longer loaded, then
-    inserts the new rows. Other months are not touched. -#}
+    the target every month present in the new rows (the months the model
+    selected) and every month no longer loaded, then inserts the new rows.
+    Other months are not touched. (Only the "no longer loaded" part is
+    re-planned here: a month loaded after the model's select was planned is left
+    for the next build rather than deleted without its replacement.) -#}
 {% macro get_incremental_replace_months_sql(arg_dict) -%}
     {%- set target = arg_dict['target_relation'] -%}
     {%- set temp = arg_dict['temp_relation'] -%}
     {%- set columns = get_quoted_csv(arg_dict['dest_columns'] | map(attribute='name')) -%}
 
-    {%- set plan = snapshot_month_plan(snapshot_source_relation(), target) -%}
-    {%- set in_temp = [] -%}
+    {%- set rebuilt = [] -%}
     {%- for row in run_query('select distinct as_of::text as as_of from ' ~ temp ~ ' order by 1').rows -%}
-        {%- do in_temp.append(row['as_of']) -%}
+        {%- do rebuilt.append(row['as_of']) -%}
     {%- endfor -%}
-    {%- set replaced = (plan['build'] + plan['drop'] + in_temp) | unique | sort | list -%}
-    {%- do log(target.identifier ~ ": months (re)built: " ~ ((plan['build'] + in_temp) | unique | sort | join(', ') or 'none')
-               ~ "; months dropped: " ~ (plan['drop'] | join(', ') or 'none'), info=True) -%}
+    {%- set dropped = snapshot_month_plan(snapshot_source_relation(), target)['drop'] -%}
+    {%- set replaced = (rebuilt + dropped) | unique | sort | list -%}
+    {%- do log(target.identifier ~ ": months (re)built: " ~ (rebuilt | join(', ') or 'none')
+               ~ "; months dropped: " ~ (dropped | join(', ') or 'none'), info=True) -%}
 
     {%- if replaced %}
     delete from {{ target }}
