@@ -77,4 +77,4 @@ bench: install ## Benchmarks against plain Feast (see benchmarks/)
 	$(VENV)/bin/python benchmarks/run_all.py
 
 clean: ## Remove generated data and build output (keeps the database)
-	rm -rf data/processed dbt_project/target dbt_project/logs expectations/gx/uncommitted
+	rm -rf data/processed data/bench dbt_project/target dbt_project/logs expectations/gx/uncommitted site

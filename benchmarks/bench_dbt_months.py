@@ -1,7 +1,7 @@
 """Measure `dbt build` per added month (not part of the test suite).
 
     .venv/bin/streamflow generate --out /tmp/gen200k --users 200000 --months 4
-    .venv/bin/python dbt_project/scripts/bench_months.py /tmp/gen200k [--database sf_dbt_bench]
+    .venv/bin/python benchmarks/bench_dbt_months.py /tmp/gen200k [--database sf_dbt_bench]
 
 Recreates the database, then for each month: ingest it, `dbt build`, and print
 the wall time, dbt's elapsed time, and the summed execution time of the marts
