@@ -20,29 +20,14 @@ from psycopg import sql
 from streamflow.build import BuildError, dbt_build, target_dir
 from streamflow.errors import StreamflowError
 from streamflow.ingest import discover_months, ingest_all, ingest_month
+from streamflow.marts import FEATURE_COLUMNS, KEY_COLUMNS, SOURCE_EXPORT
 from streamflow.raw_schema import EXPORTS_BY_NAME, TRUE_WORDS
 from streamflow.settings import Settings
 
-KEY = [("user_id", "text"), ("as_of", "date"),
-       ("event_timestamp", "timestamp with time zone"), ("loaded_at", "timestamp with time zone")]
-
+KEY = list(KEY_COLUMNS)
 # mart -> (export file it is built from, feature columns and types), as in docs/contracts.md
 CONTRACT: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    "user_profile_snapshots": ("users", [
-        ("signup_date", "date"), ("user_gender", "text"), ("user_is_senior", "boolean"),
-        ("has_family", "boolean"), ("has_dependents", "boolean")]),
-    "subscriptions_profile_snapshots": ("subscriptions", [
-        ("months_active", "integer"), ("plan_stream_tv", "boolean"), ("plan_stream_movies", "boolean"),
-        ("contract_type", "text"), ("paperless_billing", "boolean"), ("monthly_fee", "numeric(10,2)"),
-        ("total_paid", "numeric(12,2)"), ("net_service", "text")]),
-    "usage_agg_30d_snapshots": ("usage_agg_30d", [
-        ("watch_hours_30d", "double precision"), ("avg_session_mins_7d", "double precision"),
-        ("unique_devices_30d", "integer"), ("skips_7d", "integer"), ("rebuffer_events_7d", "integer")]),
-    "payments_agg_90d_snapshots": ("payments_agg_90d", [("failed_payments_90d", "integer")]),
-    "support_agg_90d_snapshots": ("support_agg_90d", [
-        ("support_tickets_90d", "integer"), ("ticket_avg_resolution_hrs_90d", "numeric(10,2)")]),
-    "labels_snapshots": ("labels", [("churn_label", "boolean")]),
-}
+    mart: (SOURCE_EXPORT[mart], list(cols)) for mart, cols in FEATURE_COLUMNS.items()}
 MARTS = list(CONTRACT)
 
 
