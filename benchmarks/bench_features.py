@@ -159,6 +159,7 @@ def bench(label: str, database: str, users: int | None) -> dict:
     r["ours_training"] = run_step("ours_training", database)
     r["plain_training"] = run_step("plain_training", database)
     report(r)
+    sys.stdout.flush()
     return r
 
 

@@ -4,7 +4,8 @@ Plain ``FeatureStore.materialize`` pulls every row into Python, builds protobufs
 row by row and upserts them with ``executemany`` (measured: 68 s and 1.36 GiB for
 200k users); its upsert is unconditional, so whichever run writes last wins,
 even an older month. Here each feature view is one ``INSERT ... SELECT`` run
-inside PostgreSQL: the rows are encoded in SQL exactly as Feast encodes them
+inside PostgreSQL (two views at a time, one per core; no row passes through
+Python): the rows are encoded in SQL exactly as Feast encodes them
 (streamflow.features.serialization, tested byte for byte against Feast), so
 Feast's own ``get_online_features`` and the API read them unchanged, and the
 upsert only replaces a value with a newer one:
@@ -26,7 +27,9 @@ store ignores TTL when reading).
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -37,6 +40,9 @@ from streamflow.errors import StreamflowError
 from streamflow.features import ENTITY_JOIN_KEY, FEAST_SCHEMA
 from streamflow.features import serialization as ser
 from streamflow.settings import Settings
+
+# PostgreSQL runs one statement on one core; views are written side by side.
+WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 
 @dataclass
@@ -76,8 +82,9 @@ def view_statement(fv, months: list[date], target: datetime,
     source = fv.batch_source
     ts, created = source.timestamp_field, source.created_timestamp_column
     features = _value_types(fv)
-    # One (feature_name, value, value_text[, value_num]) row per feature of a snapshot row.
-    rows = []
+    # One row per feature of a snapshot row: a UNION ALL of one branch per feature
+    # (a LATERAL VALUES list is re-initialised for every outer row: 3.7x slower).
+    branches = []
     for name, vtype in features:
         value, text = ser.sql_value(f's."{name}"', vtype)
         num = "null::float8"
@@ -85,10 +92,13 @@ def view_statement(fv, months: list[date], target: datetime,
             num = f"case when s.\"{name}\"::float8 = 'NaN'::float8 then null else s.\"{name}\"::float8 end"
         elif has_value_num and vtype == "BOOL":
             num = f"case when s.\"{name}\" then 1.0 when not s.\"{name}\" then 0.0 end"
-        rows.append(f"('{name}', {value}, {text}, {num})")
+        branches.append(f"select s.entity_key, '{name}'::text as name, {value} as value, "
+                        f"{text}::text as text, {num} as num, "
+                        f"s.\"{ts}\" as event_ts, s.\"{created}\" as created_ts from todo s")
     value_num_col = ", value_num" if has_value_num else ""
     value_num_val = ", f.num" if has_value_num else ""
     value_num_set = ", value_num = excluded.value_num" if has_value_num else ""
+    union = "\n    union all ".join(branches)
     query = f"""
 with snap as (
     select distinct on ({ENTITY_JOIN_KEY}) *
@@ -105,15 +115,18 @@ current as (
            count(*) as n
     from {{table}} where feature_name = any(%(features)s) group by entity_key
 ),
-todo as (
+todo as materialized (
     select k.* from keyed k left join current c using (entity_key)
     where c.entity_key is null or c.n < %(n_features)s
        or (k."{ts}", k."{created}") > (c.event_ts, c.created_ts)
 )
 insert into {{table}} as t (entity_key, feature_name, value, value_text{value_num_col}, event_ts, created_ts)
-select s.entity_key, f.name, f.value, f.text{value_num_val}, s."{ts}", s."{created}"
-from todo s
-cross join lateral (values {", ".join(rows)}) as f(name, value, text, num)
+select f.entity_key, f.name, f.value, f.text{value_num_val}, f.event_ts, f.created_ts
+from (
+    {union}
+) as f
+-- in primary-key order: b-tree inserts then land on neighbouring pages (a quarter faster)
+order by f.entity_key, f.name
 on conflict (entity_key, feature_name) do update
     set value = excluded.value, value_text = excluded.value_text{value_num_set},
         event_ts = excluded.event_ts, created_ts = excluded.created_ts
@@ -179,17 +192,24 @@ def materialize_months(settings: Settings, target_as_of: date, months: list[date
     views = sorted(store.list_feature_views(), key=lambda v: v.name)
     if not views:
         raise StreamflowError("no feature views registered: run `make apply` first")
-    say = (lambda *a: None) if quiet else print
+    say = (lambda *a, **k: None) if quiet else print
     say(f"Materializing {len(views)} feature views at as_of {target_as_of} "
         f"(months used: {', '.join(m.isoformat() for m in months)})")
-    results = []
-    with psycopg.connect(settings.conninfo, autocommit=True) as conn:
-        ser.create_sql_helpers(conn)
-        for i, fv in enumerate(views, 1):
+    done = iter(range(1, len(views) + 1))
+
+    def run(fv) -> ViewResult:
+        with psycopg.connect(settings.conninfo, autocommit=True) as conn:
+            ser.create_sql_helpers(conn)
             r = materialize_view(conn, fv, months, target, expire=expire)
-            results.append(r)
-            say(f"  [{i}/{len(views)}] {r.name}: {r.users} users, {r.written} values written"
-                f"{f', {r.expired} expired removed' if r.expired else ''} ({r.seconds:.1f} s)")
+        say(f"  [{next(done)}/{len(views)}] {r.name}: {r.users} users, {r.written} values written"
+            f"{f', {r.expired} expired removed' if r.expired else ''} ({r.seconds:.1f} s)", flush=True)
+        return r
+
+    # One view per connection, WORKERS at a time, largest first: PostgreSQL runs each
+    # statement on one core. Views are independent (own table, own transaction).
+    by_size = sorted(views, key=lambda v: -len(v.features))
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        results = sorted(pool.map(run, by_size), key=lambda r: r.name)
     # Record the interval in the registry as plain `feast materialize` would, so
     # `feast feature-views describe` and materialize-incremental know about it.
     start = target - max((fv.ttl or timedelta(0)) for fv in views)

@@ -110,12 +110,13 @@ create or replace function pg_temp.le32(n integer) returns bytea language sql im
   select set_byte(set_byte(set_byte(set_byte('\x00000000'::bytea, 0, n & 255), 1, (n >> 8) & 255),
                   2, (n >> 16) & 255), 3, (n >> 24) & 255)
 $$;
--- bytes of a float8 in little-endian order (float8send is big-endian)
+-- bytes of a float8 in little-endian order (float8send is big-endian); a single
+-- expression so that PostgreSQL inlines it instead of calling a function per value
 create or replace function pg_temp.le_float8(x float8) returns bytea language sql immutable as $$
-  select substring(b from 8 for 1) || substring(b from 7 for 1) || substring(b from 6 for 1)
-      || substring(b from 5 for 1) || substring(b from 4 for 1) || substring(b from 3 for 1)
-      || substring(b from 2 for 1) || substring(b from 1 for 1)
-  from (select float8send(x) as b) s
+  select substring(float8send(x) from 8 for 1) || substring(float8send(x) from 7 for 1)
+      || substring(float8send(x) from 6 for 1) || substring(float8send(x) from 5 for 1)
+      || substring(float8send(x) from 4 for 1) || substring(float8send(x) from 3 for 1)
+      || substring(float8send(x) from 2 for 1) || substring(float8send(x) from 1 for 1)
 $$;
 -- protobuf varint of a 64-bit integer (negative numbers: 10 bytes, two's complement);
 -- strict: NULL in, NULL out (the loop below would never end on NULL)
