@@ -3,7 +3,8 @@
 Field names and types follow the dbt contract (docs/contracts.md), typed the way
 Feast itself maps PostgreSQL types: integer -> Int32, double precision and numeric
 -> Float64, text -> String, boolean -> Bool, date -> UnixTimestamp.
-tests/test_features_definitions.py fails when a field and the contract disagree.
+test_feature_views_match_the_dbt_contract (tests/test_features.py) fails when a field
+and the contract disagree.
 
 TTL rule: a monthly snapshot (as_of = a month-end, event_timestamp = that day
 00:00 UTC) must keep serving until the next month-end snapshot, which comes 28 to

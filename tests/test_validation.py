@@ -261,8 +261,54 @@ def test_never_validated_and_reingested_months_are_refused(
     execute(fresh_db, "update raw.ingestion_log set loaded_at = loaded_at + interval '1 minute' "
                       "where as_of = %s", (FEB,))
     assert FEB not in validated_months(fresh_db)
-    with pytest.raises(GateError, match="re-ingested after its last validation"):
+    with pytest.raises(GateError, match="validated on data older than its latest load"):
         require_validated(fresh_db, [FEB])
+
+
+def test_validating_before_the_build_does_not_count(built: Settings, fresh_db: Settings, gx_root: Path):
+    """ingest -> validate -> build: the pass was on the old marts, so it must not cover the new load."""
+    copy_marts(built, fresh_db)
+    execute(fresh_db, "update raw.ingestion_log set loaded_at = loaded_at + interval '1 minute' "
+                      "where as_of = %s", (FEB,))  # re-ingested; marts not rebuilt yet
+    ok, out = run(fresh_db, gx_root, FEB)
+    assert ok, out  # the old marts are fine in themselves
+    assert FEB not in validated_months(fresh_db)
+    with pytest.raises(GateError) as err:
+        require_validated(fresh_db, [FEB])
+    assert "run `make build` then `make validate AS_OF=2024-02-29`" in str(err.value)
+    # The marts rebuilt from the new load, then validated: now it counts.
+    for mart in MARTS:
+        execute(fresh_db, f"update marts.{mart} set loaded_at = "
+                          "(select loaded_at from raw.ingestion_log where as_of = %s) where as_of = %s",
+                (FEB, FEB))
+    assert FEB not in validated_months(fresh_db)  # the rebuild itself is not validated
+    assert run(fresh_db, gx_root, FEB)[0]
+    assert FEB in validated_months(fresh_db)
+
+
+def test_downstream_steps_refuse_or_name_every_month_they_leave_out(
+        built: Settings, fresh_db: Settings, gx_root: Path):
+    from streamflow.features.materialize import materialize
+    from streamflow.features.training import build_training_set
+
+    copy_marts(built, fresh_db)
+    unvalidated = date(2024, 3, 31)
+    execute(fresh_db, "insert into raw.ingestion_log values (%s, 'month_002', now(), '{}', '{}')",
+            (unvalidated,))
+    negative_fee(fresh_db)
+    assert not run(fresh_db, gx_root, FEB)[0]
+
+    notes = io.StringIO()
+    assert FEB not in validated_months(fresh_db, out=notes)
+    said = notes.getvalue()
+    assert "leaving out month 2024-02-29 failed validation: subscriptions_profile_snapshots" in said
+    assert "leaving out month 2024-03-31 never validated" in said
+    # Asked for explicitly, the month is refused before anything is read or written.
+    for step in (build_training_set, materialize):
+        with pytest.raises(GateError) as err:
+            step(fresh_db, as_of=FEB)
+        assert "month 2024-02-29 failed validation" in str(err.value)
+        assert "run `make validate AS_OF=2024-02-29` to see why" in str(err.value)
 
 
 def test_validate_without_marts_says_what_to_do(fresh_db: Settings, gx_root: Path):

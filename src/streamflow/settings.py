@@ -44,14 +44,17 @@ class Settings:
 
     @property
     def conninfo(self) -> str:
-        """libpq keyword/value string; the session time zone is pinned to UTC."""
-        return (
-            f"host={self.host} port={self.port} user={self.user} password={self.password} "
-            f"dbname={self.database} options='-c timezone=UTC' connect_timeout=5"
-        )
+        """libpq connection string; the session time zone is pinned to UTC."""
+        return self.conninfo_in_zone("UTC")
 
-    def sqlalchemy_url(self) -> str:
-        return f"postgresql+psycopg://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+    def conninfo_in_zone(self, timezone: str | None) -> str:
+        """libpq connection string (values quoted, so any password works); ``timezone=None``
+        leaves the session time zone to the server, as Feast's own connections do."""
+        from psycopg.conninfo import make_conninfo
+
+        options = {"options": f"-c timezone={timezone}"} if timezone else {}
+        return make_conninfo(host=self.host, port=self.port, user=self.user, password=self.password,
+                             dbname=self.database, connect_timeout=5, **options)
 
     def env(self) -> dict[str, str]:
         """The variables dbt profiles, feature_store.yaml and GX read."""

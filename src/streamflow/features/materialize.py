@@ -28,6 +28,7 @@ store ignores TTL when reading).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ def as_of_instant(as_of: date) -> datetime:
 def target_month(settings: Settings, as_of: date | None) -> tuple[date, list[date]]:
     from streamflow.validation import require_validated, validated_months
 
-    months = validated_months(settings)
+    months = validated_months(settings, out=sys.stderr)
     if as_of is not None:
         require_validated(settings, [as_of])
         return as_of, [m for m in months if m <= as_of] or [as_of]

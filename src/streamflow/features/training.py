@@ -12,6 +12,7 @@ into a table it never analyses, and the planner then picks nested loops
 from __future__ import annotations
 
 import os
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def chosen_months(settings: Settings, as_of: date | None) -> list[date]:
     if as_of is not None:
         require_validated(settings, [as_of])
         return [as_of]
-    months = validated_months(settings)
+    months = validated_months(settings, out=sys.stderr)
     if not months:
         raise StreamflowError("no validated month yet: run `make validate` first")
     return months
@@ -78,7 +79,7 @@ def historical_features(settings: Settings, entity_sql: str, store=None) -> pd.D
             entity_df=entity_sql, features=[f"{p.name_to_use()}:{f.name}" for f in p.features]).to_sql()
         for p in service.feature_view_projections
     ]
-    conninfo = server_tz_conninfo(settings)
+    conninfo = settings.conninfo_in_zone(None)
     keys = [TS, ENTITY_JOIN_KEY]  # the output order: month by month, then user
     df = None
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
@@ -115,12 +116,6 @@ def _run(conninfo: str, query: str) -> pd.DataFrame:
 
 # PostgreSQL type OIDs of timestamp and timestamptz
 _TIMESTAMP_OIDS = {1114, 1184}
-
-
-def server_tz_conninfo(settings: Settings) -> str:
-    """Like ``settings.conninfo`` but leaving the session time zone to the server/database."""
-    return (f"host={settings.host} port={settings.port} user={settings.user} "
-            f"password={settings.password} dbname={settings.database} connect_timeout=5")
 
 
 def feature_names(service) -> list[str]:

@@ -1,8 +1,10 @@
 """The gate downstream steps ask: plain SQL on ``quality.validation_results``, no GX import.
 
-A month is valid when, for every suite, its latest result passed and the month
-has not been re-ingested since (``raw.ingestion_log.loaded_at`` unchanged):
-a pass on data that has since been replaced proves nothing.
+A month is valid when, for every suite, its latest result passed and the data
+it validated is the month's latest load: each result records the ``loaded_at``
+the marts held for that month when it was validated, and the gate compares it
+with ``raw.ingestion_log.loaded_at`` now. A pass on data that has since been
+re-ingested, or on marts not yet rebuilt from the latest load, proves nothing.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TextIO
 
 from streamflow.db import connect
 from streamflow.errors import GateError
 from streamflow.settings import Settings
-from streamflow.validation.contract import QUALITY_SCHEMA, SUITE_NAMES
+from streamflow.validation.contract import MARTS, MARTS_SCHEMA, QUALITY_SCHEMA, SUITE_NAMES
 
 RESULTS_TABLE = f"{QUALITY_SCHEMA}.validation_results"
 
@@ -29,7 +32,7 @@ create table if not exists {RESULTS_TABLE} (
     blocking jsonb not null,            -- failed critical expectations, with sample values
     warnings jsonb not null,            -- failed warning-level expectations
     evaluated integer not null,
-    month_loaded_at timestamptz,        -- raw.ingestion_log.loaded_at of the month when validated
+    month_loaded_at timestamptz,        -- the oldest loaded_at of the month in the marts validated
     data_docs text,
     primary key (run_id, as_of, suite)
 );
@@ -63,12 +66,30 @@ def ensure_schema(conn) -> None:
     conn.execute(DDL)
 
 
-def record(settings: Settings, run_id: str, outcomes: list[SuiteOutcome], data_docs: str | None) -> None:
+def marts_loaded_at(settings: Settings, months: list[date]) -> dict[date, object]:
+    """as_of -> the oldest ``loaded_at`` any mart holds for it (index probes; absent: no row).
+
+    Taken before validating: if the marts are rebuilt meanwhile, the recorded value
+    is older than the log's and the month reads as stale, never as validated.
+    """
+    probes = " union all ".join(
+        f"select as_of, (select min(loaded_at) from {MARTS_SCHEMA}.{m} where as_of = months.as_of) as t "
+        "from months" for m in MARTS)
+    with connect(settings) as conn:
+        present = [m for m in MARTS
+                   if conn.execute("select to_regclass(%s)", (f"{MARTS_SCHEMA}.{m}",)).fetchone()[0]]
+        if len(present) < len(MARTS):
+            return {}
+        rows = conn.execute(f"with months(as_of) as (select unnest(%s::date[])) "
+                            f"select as_of, min(t) from ({probes}) x group by as_of", (months,)).fetchall()
+    return dict(rows)
+
+
+def record(settings: Settings, run_id: str, outcomes: list[SuiteOutcome], data_docs: str | None,
+           loaded: dict[date, object]) -> None:
+    """Store ``outcomes``; ``loaded``: :func:`marts_loaded_at` as taken before validating."""
     with connect(settings) as conn:
         ensure_schema(conn)
-        has_log = conn.execute("select to_regclass('raw.ingestion_log') is not null").fetchone()[0]
-        loaded = dict(conn.execute("select as_of, loaded_at from raw.ingestion_log").fetchall()) \
-            if has_log else {}
         validated_at = conn.execute("select clock_timestamp()").fetchone()[0]
         with conn.cursor() as cur:
             cur.executemany(
@@ -126,35 +147,50 @@ def _status(as_of: date, suites: dict[str, tuple] | None) -> MonthStatus:
         return MonthStatus(as_of, "failed", "failed validation: " + "; ".join(parts), docs)
     if missing:
         return MonthStatus(as_of, "missing", "never validated for suite(s) " + ", ".join(missing), docs)
-    if any(r[2] != r[3] for r in suites.values()):
-        return MonthStatus(as_of, "stale", "re-ingested after its last validation", docs)
+    if any(r[2] is None or r[2] != r[3] for r in suites.values()):
+        return MonthStatus(as_of, "stale", "validated on data older than its latest load "
+                           "(re-ingested since, or validated before `make build`)", docs)
     return MonthStatus(as_of, "passed", "", docs)
 
 
 def month_statuses(settings: Settings, months: list[date] | None = None) -> list[MonthStatus]:
+    """The gate's verdict on ``months`` (default: every month loaded or ever validated)."""
     with connect(settings) as conn:
         latest = _latest(conn)
-    wanted = sorted(latest) if months is None else list(months)
+        if months is None:
+            loaded = [r[0] for r in conn.execute("select as_of from raw.ingestion_log").fetchall()] \
+                if conn.execute("select to_regclass('raw.ingestion_log') is not null").fetchone()[0] else []
+    wanted = sorted(set(latest) | set(loaded)) if months is None else list(months)
     return [_status(m, latest.get(m)) for m in wanted]
 
 
-def validated_months(settings: Settings) -> list[date]:
-    """Months (ascending) whose latest validation passed for every suite and is still current."""
-    return [s.as_of for s in month_statuses(settings) if s.state == "passed"]
+def validated_months(settings: Settings, out: TextIO | None = None) -> list[date]:
+    """Months (ascending) whose latest validation passed for every suite and is still current.
+
+    With ``out``, every other loaded month is named there with the reason it is left
+    out, so a step that uses "every validated month" never drops one silently.
+    """
+    statuses = month_statuses(settings)
+    if out is not None:
+        for s in statuses:
+            if s.state != "passed":
+                print(f"note: leaving out {_explain(s)}", file=out)
+    return [s.as_of for s in statuses if s.state == "passed"]
+
+
+def _explain(s: MonthStatus) -> str:
+    day = s.as_of.isoformat()
+    how = {"failed": f"run `make validate AS_OF={day}` to see why",
+           "stale": f"run `make build` then `make validate AS_OF={day}`"}.get(
+        s.state, f"run `make validate AS_OF={day}` to validate it")
+    line = f"month {day} {s.detail}: {how}"
+    if s.state == "failed" and s.data_docs:
+        line += f" (Data Docs: {s.data_docs})"
+    return line
 
 
 def require_validated(settings: Settings, months: list[date]) -> None:
     """Raise GateError naming every month in ``months`` that may not be used, and how to see why."""
     bad = [s for s in month_statuses(settings, sorted(set(months))) if s.state != "passed"]
-    if not bad:
-        return
-    lines = []
-    for s in bad:
-        day = s.as_of.isoformat()
-        why = "to see why" if s.state == "failed" else "to validate it"
-        line = f"month {day} {s.detail}: run `make validate AS_OF={day}` {why}"
-        if s.state == "failed" and s.data_docs:
-            line += f" (Data Docs: {s.data_docs})"
-        lines.append(line)
-    raise GateError("not validated, refusing to use it:\n  " + "\n  ".join(lines))
-
+    if bad:
+        raise GateError("not validated, refusing to use it:\n  " + "\n  ".join(map(_explain, bad)))

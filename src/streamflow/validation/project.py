@@ -16,6 +16,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from streamflow.settings import REPO_ROOT, Settings
 from streamflow.validation.contract import COVERAGE_SUITE, MARTS, MARTS_SCHEMA
@@ -23,9 +24,10 @@ from streamflow.validation.contract import COVERAGE_SUITE, MARTS, MARTS_SCHEMA
 PROJECT_ROOT = REPO_ROOT / "expectations"
 DATASOURCE = "streamflow_marts"
 BATCH_DEFINITION = "per_as_of"
-# The session time zone is pinned to UTC, as in Settings.conninfo.
+# The session time zone is pinned to UTC, as in Settings.conninfo. The password goes
+# into a URL, so GX gets it percent-encoded (settings_env): any character works.
 CONNECTION_STRING = (
-    "postgresql+psycopg://${POSTGRES_USER}:${POSTGRES_PASSWORD}@${POSTGRES_HOST}:${POSTGRES_PORT}"
+    "postgresql+psycopg://${POSTGRES_USER}:${POSTGRES_PASSWORD_URLENCODED}@${POSTGRES_HOST}:${POSTGRES_PORT}"
     "/${POSTGRES_DB}?options=-c%20timezone%3DUTC"
 )
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 5}
@@ -55,8 +57,9 @@ def coverage_query() -> str:
 @contextlib.contextmanager
 def settings_env(settings: Settings) -> Iterator[None]:
     """Expose ``settings`` to GX's ``${VAR}`` substitution for the duration of a run."""
-    saved = {k: os.environ.get(k) for k in settings.env()}
-    os.environ.update(settings.env())
+    env = {**settings.env(), "POSTGRES_PASSWORD_URLENCODED": quote(settings.password, safe="")}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         yield
     finally:

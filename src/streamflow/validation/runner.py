@@ -174,6 +174,7 @@ def validate(settings: Settings, as_of: date | None = None, *, project_root: Pat
     started = datetime.now(timezone.utc)
     run_id = RunIdentifier(run_name=f"validate-{started:%Y%m%dT%H%M%S%fZ}", run_time=started)
     outcomes, result_ids = [], []
+    loaded = gate.marts_loaded_at(settings, months)
     with project.quiet_gx() as gx_output, project.settings_env(settings):
         try:
             context = project.get_context(project_root or project.PROJECT_ROOT)
@@ -190,7 +191,7 @@ def validate(settings: Settings, as_of: date | None = None, *, project_root: Pat
             raise StreamflowError(f"validation could not run: {type(exc).__name__}: {exc}\n"
                                   f"{gx_output.getvalue()[-2000:]}") from exc
     docs = _docs_path(sites.get("local_site"))
-    gate.record(settings, run_id.run_name, outcomes, docs)
+    gate.record(settings, run_id.run_name, outcomes, docs, loaded)
 
     print(format_table(outcomes), file=out)
     blocked = sorted({o.as_of for o in outcomes if not o.success})
