@@ -229,7 +229,7 @@ def test_materializing_twice_changes_nothing(materialized):
     before = _online_snapshot(materialized)
     assert sum(len(v) for v in before.values()) > 0
     results = materialize(materialized)
-    assert sum(r.written for r in results) == 0
+    assert sum(r.written + r.removed for r in results) == 0
     assert _online_snapshot(materialized) == before
 
 
@@ -238,7 +238,7 @@ def test_redelivering_an_older_month_changes_nothing(materialized, real_seeds):
 
     before = _online_snapshot(materialized)
     results = materialize(materialized, as_of=JAN)
-    assert sum(r.written for r in results) == 0
+    assert sum(r.written + r.removed for r in results) == 0
     assert _online_snapshot(materialized) == before
     # and the guard itself: an older row pushed straight at the upsert is refused
     with psycopg.connect(materialized.conninfo) as conn:
@@ -247,11 +247,81 @@ def test_redelivering_an_older_month_changes_nothing(materialized, real_seeds):
 
         fv = get_store(materialized).get_feature_view("usage_agg_30d_fv")
         ser.create_sql_helpers(conn)
-        stmt, params = view_statement(fv, [JAN], as_of_instant(JAN), has_value_num=False)
-        params["n_features"] = 10**6  # defeat the up-to-date pre-filter: every user is offered
-        assert conn.execute(stmt, params).rowcount == 0
+        stmt, params = view_statement(fv, [JAN], as_of_instant(JAN), as_of_instant(FEB) - fv.ttl,
+                                      has_value_num=False)
+        assert conn.execute(stmt, params).fetchone() == (0, 0)  # (written, removed)
         conn.commit()
     assert _online_snapshot(materialized) == before
+
+
+def _drop_user(month_dir: Path, user_id: str) -> None:
+    """Remove a user from every export file of a month."""
+    for path in month_dir.glob("*.csv"):
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(line for line in lines if not line.startswith(f"{user_id},")))
+
+
+def test_online_store_follows_redeliveries_and_never_revives_expired_values(fresh_db, tmp_path):
+    """Three generated months. A value older than the TTL never comes back online, not even by
+    re-materializing an older month; a user withdrawn by a re-delivery of the newest month falls
+    back to their previous snapshot online, or disappears when they have none in the TTL window,
+    exactly as in the offline point-in-time join."""
+    from streamflow.build import dbt_build
+    from streamflow.features.materialize import as_of_instant, materialize
+    from streamflow.features.skew import check_skew
+    from streamflow.features.store import apply, get_store
+    from streamflow.generate import generate
+    from streamflow.ingest import ingest_all
+    from streamflow.validation import validate
+
+    seeds = tmp_path / "exports"
+    generate(seeds, users=200, months=3, seed=5)
+    users = sorted(_csv(seeds, "month_000", "users"))
+    only_in_january, withdrawn, only_in_march = users[:3]
+    for month in ("month_001", "month_002"):
+        _drop_user(seeds / month, only_in_january)
+    for month in ("month_000", "month_001"):
+        _drop_user(seeds / month, only_in_march)
+
+    def run_pipeline() -> None:
+        ingest_all(fresh_db, seeds)
+        dbt_build(fresh_db)
+        assert validate(fresh_db)
+        apply(fresh_db)
+        materialize(fresh_db)
+        assert check_skew(fresh_db) == 0
+
+    run_pipeline()
+    store = get_store(fresh_db)
+    service = store.get_feature_service(FEATURE_SERVICE)
+
+    def online(user_id: str) -> dict:
+        got = store.get_online_features(features=service, entity_rows=[{"user_id": user_id}]).to_dict()
+        return {k: v[0] for k, v in got.items() if k != "user_id"}
+
+    # January's values are past the TTL at March: not online, and not revived by older months.
+    assert set(online(only_in_january).values()) == {None}
+    before = _online_snapshot(fresh_db)
+    for older in (JAN, FEB):
+        assert sum(r.written + r.removed for r in materialize(fresh_db, as_of=older)) == 0
+    assert _online_snapshot(fresh_db) == before
+    assert set(online(only_in_january).values()) == {None}
+
+    # March re-delivered without one user: online falls back to that user's February values.
+    mar = date(2024, 3, 31)
+    mar_usage = _csv(seeds, "month_002", "usage_agg_30d")[withdrawn]
+    assert online(withdrawn)["watch_hours_30d"] == float(mar_usage["watch_hours_30d"])
+    assert online(only_in_march)["watch_hours_30d"] is not None
+    for user_id in (withdrawn, only_in_march):
+        _drop_user(seeds / "month_002", user_id)
+    run_pipeline()
+    assert set(online(only_in_march).values()) == {None}  # no snapshot left in the window: removed
+    feb_usage = _csv(seeds, "month_001", "usage_agg_30d")[withdrawn]
+    assert online(withdrawn)["watch_hours_30d"] == float(feb_usage["watch_hours_30d"])
+    with psycopg.connect(fresh_db.conninfo) as conn:
+        stamps = conn.execute(sql.SQL("select distinct event_ts from {}").format(
+            sql.Identifier(*ser.online_table("usage_agg_30d_fv")))).fetchall()
+    assert {s for (s,) in stamps} == {as_of_instant(FEB), as_of_instant(mar)}
 
 
 def test_online_read_is_finite(materialized, store):

@@ -3,26 +3,29 @@
 Plain ``FeatureStore.materialize`` pulls every row into Python, builds protobufs
 row by row and upserts them with ``executemany`` (measured: 68 s and 1.36 GiB for
 200k users); its upsert is unconditional, so whichever run writes last wins,
-even an older month. Here each feature view is one ``INSERT ... SELECT`` run
-inside PostgreSQL (two views at a time, one per core; no row passes through
-Python): the rows are encoded in SQL exactly as Feast encodes them
+even an older month. Here each feature view is one statement run inside
+PostgreSQL (two views at a time, one per core; no row passes through Python):
+the rows are encoded in SQL exactly as Feast encodes them
 (streamflow.features.serialization, tested byte for byte against Feast), so
-Feast's own ``get_online_features`` and the API read them unchanged, and the
-upsert only replaces a value with a newer one:
+Feast's own ``get_online_features`` and the API read them unchanged.
 
-    ON CONFLICT (entity_key, feature_name) DO UPDATE ...
-    WHERE (excluded.event_ts, excluded.created_ts) > (current event_ts, created_ts)
+What the online store holds, per feature view, after materializing at a
+target month (default: the newest validated month, ``newest``):
 
-so re-delivering or re-materializing an older month never replaces a newer
-value, and re-running with nothing new changes nothing (users already up to
-date are skipped before any write).
+* for every user, the newest snapshot among the validated months with
+  event_timestamp in [newest - TTL, target] (what the offline point-in-time join
+  gives at the target);
+* a value with an event_timestamp after the target is never touched: re-delivering
+  or re-materializing an older month never replaces a newer value;
+* every other value at or before the target is brought in line with the marts:
+  replaced when it differs (a re-delivered month), removed when the user has no
+  snapshot in the window any more (withdrawn from a re-delivery, or older than
+  the TTL);
+* users already in line are skipped before any write, so re-running with
+  nothing new writes nothing (and leaves the registry alone).
 
-What is written, per feature view: for every user, the newest snapshot among
-validated months with event_timestamp in [target - TTL, target], where target
-is the newest validated month (or ``as_of``). Values older than that window are
-removed when the newest month is materialized, so the online store serves what
-the offline point-in-time join gives at the target (Feast's PostgreSQL online
-store ignores TTL when reading).
+Feast's PostgreSQL online store ignores TTL when reading; removing expired
+values here keeps what it serves equal to the offline view.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class ViewResult:
     name: str
     users: int           # users with a snapshot in the window
     written: int         # (entity, feature) rows inserted or replaced
-    expired: int         # rows removed because they fell out of the TTL window
+    removed: int         # rows removed: user withdrawn from the window, or expired
     seconds: float
 
 
@@ -66,7 +69,7 @@ def target_month(settings: Settings, as_of: date | None) -> tuple[date, list[dat
     months = validated_months(settings, out=sys.stderr)
     if as_of is not None:
         require_validated(settings, [as_of])
-        return as_of, [m for m in months if m <= as_of] or [as_of]
+        return as_of, months  # as_of is one of them; the newest still sets the TTL window
     if not months:
         raise StreamflowError("no validated month to materialize: run `make validate` first")
     return months[-1], months
@@ -76,9 +79,12 @@ def _value_types(fv) -> list[tuple[str, str]]:
     return [(f.name, f.dtype.to_value_type().name) for f in fv.features]
 
 
-def view_statement(fv, months: list[date], target: datetime,
+def view_statement(fv, months: list[date], target: datetime, oldest: datetime,
                    has_value_num: bool) -> tuple[sql.Composed, dict]:
-    """The guarded INSERT ... SELECT that materializes one feature view."""
+    """The statement that brings one feature view's online table in line (module docstring).
+
+    Returns one row: (values written, values removed).
+    """
     schema, table = ser.online_table(fv.name)
     source = fv.batch_source
     ts, created = source.timestamp_field, source.created_timestamp_column
@@ -99,7 +105,7 @@ def view_statement(fv, months: list[date], target: datetime,
     value_num_col = ", value_num" if has_value_num else ""
     value_num_val = ", f.num" if has_value_num else ""
     value_num_set = ", value_num = excluded.value_num" if has_value_num else ""
-    union = "\n    union all ".join(branches)
+    union = "\n        union all ".join(branches)
     query = f"""
 with snap as (
     select distinct on ({ENTITY_JOIN_KEY}) *
@@ -111,31 +117,48 @@ keyed as (
     select {ser.sql_entity_key(f'snap.{ENTITY_JOIN_KEY}')} as entity_key, snap.* from snap
 ),
 current as (
-    -- the oldest (event_ts, created_ts) a user has online, and for how many features
-    select entity_key, min(event_ts) as event_ts, min(coalesce(created_ts, '-infinity')) as created_ts,
-           count(*) as n
+    -- what a user has online: (event_ts, created_ts) range and how many features
+    select entity_key, min(event_ts) as min_ts, max(event_ts) as max_ts,
+           min(coalesce(created_ts, '-infinity')) as min_created,
+           max(coalesce(created_ts, '-infinity')) as max_created, count(*) as n
     from {{table}} where feature_name = any(%(features)s) group by entity_key
 ),
 todo as materialized (
+    -- users whose online values differ from their snapshot, unless they are newer than the target
     select k.* from keyed k left join current c using (entity_key)
-    where c.entity_key is null or c.n < %(n_features)s
-       or (k."{ts}", k."{created}") > (c.event_ts, c.created_ts)
+    where c.entity_key is null
+       or (c.max_ts <= %(target)s
+           and (c.n < %(n_features)s or c.min_ts <> k."{ts}" or c.max_ts <> k."{ts}"
+                or c.min_created <> coalesce(k."{created}", '-infinity')
+                or c.max_created <> coalesce(k."{created}", '-infinity')))
+),
+written as (
+    insert into {{table}} as t
+        (entity_key, feature_name, value, value_text{value_num_col}, event_ts, created_ts)
+    select f.entity_key, f.name, f.value, f.text{value_num_val}, f.event_ts, f.created_ts
+    from (
+        {union}
+    ) as f
+    -- in primary-key order: b-tree inserts then land on neighbouring pages (a quarter faster)
+    order by f.entity_key, f.name
+    on conflict (entity_key, feature_name) do update
+        set value = excluded.value, value_text = excluded.value_text{value_num_set},
+            event_ts = excluded.event_ts, created_ts = excluded.created_ts
+        where t.event_ts <= %(target)s
+    returning 1
+),
+removed as (
+    -- users with no snapshot in the window: withdrawn by a re-delivery, or expired
+    delete from {{table}} as t
+    where t.feature_name = any(%(features)s)
+      and (t.event_ts <= %(target)s or t.event_ts < %(oldest)s)
+      and not exists (select 1 from keyed k where k.entity_key = t.entity_key)
+    returning 1
 )
-insert into {{table}} as t (entity_key, feature_name, value, value_text{value_num_col}, event_ts, created_ts)
-select f.entity_key, f.name, f.value, f.text{value_num_val}, f.event_ts, f.created_ts
-from (
-    {union}
-) as f
--- in primary-key order: b-tree inserts then land on neighbouring pages (a quarter faster)
-order by f.entity_key, f.name
-on conflict (entity_key, feature_name) do update
-    set value = excluded.value, value_text = excluded.value_text{value_num_set},
-        event_ts = excluded.event_ts, created_ts = excluded.created_ts
-    where (excluded.event_ts, coalesce(excluded.created_ts, '-infinity'))
-        > (t.event_ts, coalesce(t.created_ts, '-infinity'))
+select (select count(*) from written), (select count(*) from removed)
 """
     params = {
-        "months": list(months), "target": target, "oldest": target - (fv.ttl or timedelta(days=36500)),
+        "months": list(months), "target": target, "oldest": oldest,
         "features": [n for n, _ in features], "n_features": len(features),
     }
     return sql.SQL(query).format(table=sql.Identifier(schema, table)), params
@@ -150,26 +173,22 @@ def _has_value_num(conn, schema: str, table: str) -> bool:
     return row is not None
 
 
-def materialize_view(conn, fv, months: list[date], target: datetime, expire: bool) -> ViewResult:
+def materialize_view(conn, fv, months: list[date], target: datetime, newest: datetime) -> ViewResult:
     start = time.perf_counter()
     schema, table = ser.online_table(fv.name)
-    stmt, params = view_statement(fv, months, target, _has_value_num(conn, schema, table))
+    oldest = newest - (fv.ttl or timedelta(days=36500))
+    stmt, params = view_statement(fv, months, target, oldest, _has_value_num(conn, schema, table))
     with conn.transaction():
         # Enough memory for the hash aggregate/join over the online table in one pass.
         conn.execute("set local work_mem = '256MB'")
-        written = conn.execute(stmt, params).rowcount
-        expired = 0
-        if expire and fv.ttl:
-            expired = conn.execute(
-                sql.SQL("delete from {} where event_ts < %s").format(sql.Identifier(schema, table)),
-                (target - fv.ttl,)).rowcount
+        written, removed = conn.execute(stmt, params).fetchone()
         users = conn.execute(
             sql.SQL("select count(distinct {}) from {} s "
                     "where as_of = any(%s) and {} between %s and %s").format(
                 sql.Identifier(ENTITY_JOIN_KEY), sql.SQL(fv.batch_source.get_table_query_string()),
                 sql.Identifier(fv.batch_source.timestamp_field)),
-            (list(months), target - (fv.ttl or timedelta(days=36500)), target)).fetchone()[0]
-    return ViewResult(fv.name, users, written, expired, time.perf_counter() - start)
+            (list(months), oldest, target)).fetchone()[0]
+    return ViewResult(fv.name, users, written, removed, time.perf_counter() - start)
 
 
 def materialize(settings: Settings, as_of: date | None = None, store=None,
@@ -179,16 +198,18 @@ def materialize(settings: Settings, as_of: date | None = None, store=None,
     Idempotent, and safe against older data: see the module docstring.
     """
     target_as_of, months = target_month(settings, as_of)
-    return materialize_months(settings, target_as_of, [m for m in months if m <= target_as_of],
-                              expire=as_of is None or target_as_of == max(months), store=store, quiet=quiet)
+    return materialize_months(settings, target_as_of, months, store=store, quiet=quiet)
 
 
-def materialize_months(settings: Settings, target_as_of: date, months: list[date], expire: bool = True,
+def materialize_months(settings: Settings, target_as_of: date, months: list[date],
                        store=None, quiet: bool = False) -> list[ViewResult]:
-    """Materialize snapshots of ``months`` as of ``target_as_of`` (no validation gate: callers check)."""
+    """Materialize at ``target_as_of`` from the snapshots of ``months`` (the validated months;
+    the newest of them sets the TTL window). No validation gate here: callers check."""
     from streamflow.features.store import get_store
 
     target = as_of_instant(target_as_of)
+    newest = as_of_instant(max([*months, target_as_of]))
+    months = [m for m in months if m <= target_as_of]
     store = store or get_store(settings)
     views = sorted(store.list_feature_views(), key=lambda v: v.name)
     if not views:
@@ -201,9 +222,10 @@ def materialize_months(settings: Settings, target_as_of: date, months: list[date
     def run(fv) -> ViewResult:
         with psycopg.connect(settings.conninfo, autocommit=True) as conn:
             ser.create_sql_helpers(conn)
-            r = materialize_view(conn, fv, months, target, expire=expire)
+            r = materialize_view(conn, fv, months, target, newest)
+        removed = f", {r.removed} removed (withdrawn or expired)" if r.removed else ""
         say(f"  [{next(done)}/{len(views)}] {r.name}: {r.users} users, {r.written} values written"
-            f"{f', {r.expired} expired removed' if r.expired else ''} ({r.seconds:.1f} s)", flush=True)
+            f"{removed} ({r.seconds:.1f} s)", flush=True)
         return r
 
     # One view per connection, WORKERS at a time, largest first: PostgreSQL runs each
@@ -211,12 +233,15 @@ def materialize_months(settings: Settings, target_as_of: date, months: list[date
     by_size = sorted(views, key=lambda v: -len(v.features))
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         results = sorted(pool.map(run, by_size), key=lambda r: r.name)
+    if not any(r.written or r.removed for r in results):
+        say("Online store already up to date (nothing written).")
+        return results
     # Record the interval in the registry as plain `feast materialize` would, so
     # `feast feature-views describe` and materialize-incremental know about it.
+    # (Only when something changed: a registry write makes every API process reload it.)
     start = target - max((fv.ttl or timedelta(0)) for fv in views)
     for fv in views:
         store.registry.apply_materialization(fv, store.project, start, target, commit=True)
-    total = sum(r.written for r in results)
-    say("Online store already up to date (nothing written)." if total == 0
-        else f"Done: {total} values written in {FEAST_SCHEMA}.*")
+    say(f"Done: {sum(r.written for r in results)} values written, "
+        f"{sum(r.removed for r in results)} removed in {FEAST_SCHEMA}.*")
     return results
