@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
         try:
             _, results = await service.features([user_id], feature_service, features, include_stale)
         except online.SelectionError as exc:
-            loc = ["query", "features" if features else "feature_service"]
+            loc = ["query", "feature_service" if features is None else "features"]
             return 422, online.dumps({"detail": [{"loc": loc, "msg": str(exc), "type": "value_error"}]}), None
         except Unavailable as exc:
             return 503, online.dumps({"detail": str(exc)}), {"Retry-After": "1"}
@@ -217,7 +217,8 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
             selection, results = await service.features(body.user_ids, body.feature_service,
                                                         body.features, body.include_stale)
         except online.SelectionError as exc:
-            return _unprocessable(["body", "features" if body.features else "feature_service"], str(exc))
+            where = "feature_service" if body.features is None else "features"
+            return _unprocessable(["body", where], str(exc))
         except Unavailable as exc:
             return _unavailable(exc)
         except Exception:

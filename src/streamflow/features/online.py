@@ -227,17 +227,18 @@ class Catalog:
                features: Sequence[str] | None = None) -> Selection:
         """Resolve a request: a feature service (default ``churn_model_v1``) or explicit
         feature references (``view:feature``, or a bare feature name that only one view has)."""
-        key = (feature_service, tuple(features) if features else None)
+        # None means "not given"; an empty value was given and is an error, not the default.
+        key = (feature_service, None if features is None else tuple(features))
         cached = self._selections.get(key)
         if cached is not None:
             return cached
-        if features:
-            if feature_service:
+        if features is not None:
+            if feature_service is not None:
                 raise SelectionError("give either feature_service or features, not both")
             refs = tuple(self._resolve(f) for f in _split_refs(features))
             svc = None
         else:
-            svc = feature_service or self.default_service
+            svc = self.default_service if feature_service is None else feature_service
             if svc not in self.services:
                 known = ", ".join(sorted(self.services)) or "none"
                 raise SelectionError(f"unknown feature service {svc!r} (known: {known})")
