@@ -35,7 +35,9 @@ def main(argv: list[str]) -> int:
             query = sql.SQL("select max(event_ts), max(created_ts) from {} where entity_key = %s").format(
                 sql.Identifier(*ser.online_table(proj.name)))
             row = conn.execute(query, (ser.entity_key(user_id),)).fetchone()
-            when = f"snapshot {row[0]:%Y-%m-%d}, loaded {row[1]:%Y-%m-%d %H:%M:%S}" if row[0] else "not found"
+            # created_ts is NULL in rows written by a Feast without a created timestamp column
+            loaded = f", loaded {row[1]:%Y-%m-%d %H:%M:%S}" if row[1] else ""
+            when = f"snapshot {row[0]:%Y-%m-%d}{loaded}" if row[0] else "not found"
             print(f"  {proj.name} ({when})")
             for f in proj.features:
                 print(f"    {f.name:32} {values[f.name][0]!r}")
