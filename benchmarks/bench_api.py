@@ -256,11 +256,19 @@ async def _load_async(url: str, kind: str, ids: list[str], concurrency: int, dur
             else:
                 req = f"GET /features/{uid} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
             t0 = time.perf_counter()
-            writer.write(req)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(x.split(b":")[1]) for x in head.split(b"\r\n")
-                          if x.lower().startswith(b"content-length"))
-            await reader.readexactly(length)
+            try:
+                writer.write(req)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(x.split(b":")[1]) for x in head.split(b"\r\n")
+                              if x.lower().startswith(b"content-length"))
+                await reader.readexactly(length)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closed the connection (gunicorn's worker recycling under
+                # `feast serve`): an error, then a new connection, as a real client would.
+                errors += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, int(port))
+                continue
             latencies.append(time.perf_counter() - t0)
             if not head.startswith(b"HTTP/1.1 200"):
                 errors += 1
