@@ -12,6 +12,7 @@ refresh of all months for comparison.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -33,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = ensure_up(load_settings({**os.environ, "POSTGRES_DB": args.database}))
-    maintenance = settings.conninfo.replace(f"dbname={settings.database}", "dbname=postgres")
+    maintenance = dataclasses.replace(settings, database="postgres").conninfo
     with psycopg.connect(maintenance, autocommit=True) as conn:
         conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(args.database)))
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(args.database)))

@@ -121,7 +121,7 @@ def prepare(database: str, users: int | None) -> int:
 
     base = db.ensure_up(_settings(os.environ.get("POSTGRES_DB", "streamflow")))
     admin = (f"host={base.host} port={base.port} user={db.SUPERUSER} dbname=postgres" if base.embedded
-             else base.conninfo.replace(f"dbname={base.database}", "dbname=postgres"))
+             else dataclasses.replace(base, database="postgres").conninfo)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(database)))
         conn.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(database),

@@ -32,7 +32,7 @@ SAMPLE_MONTHS = 3
 def _admin_conninfo(s: Settings) -> str:
     if s.embedded:
         return f"host={s.host} port={s.port} user={db.SUPERUSER} dbname=postgres connect_timeout=5"
-    return s.conninfo.replace(f"dbname={s.database}", "dbname=postgres")
+    return dataclasses.replace(s, database="postgres").conninfo
 
 
 def recreate_database(base: Settings, name: str) -> Settings:

@@ -311,7 +311,7 @@ def test_event_timestamp_is_utc_midnight_whatever_the_server_time_zone(
         conn.execute(sql.SQL("alter database {} set timezone = {}").format(
             sql.Identifier(own_db.database), sql.Literal(tz)))
     # a session with the database's defaults, as dbt's is
-    plain = own_db.conninfo.replace("options='-c timezone=UTC' ", "")
+    plain = own_db.conninfo_in_zone(None)
     with psycopg.connect(plain) as conn:
         assert conn.execute("show timezone").fetchone()[0] == tz
 

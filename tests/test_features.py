@@ -186,7 +186,7 @@ def test_training_set_is_the_same_under_utc_and_new_york(materialized, training,
     with psycopg.connect(materialized.conninfo, autocommit=True) as conn:
         conn.execute(sql.SQL("alter database {} set timezone = 'America/New_York'").format(ident))
     try:
-        with psycopg.connect(materialized.conninfo.replace("options='-c timezone=UTC'", "")) as conn:
+        with psycopg.connect(materialized.conninfo_in_zone(None)) as conn:
             assert conn.execute("show timezone").fetchone()[0] == "America/New_York"
         ny = pd.read_parquet(build_training_set(materialized, out_dir=tmp_path).with_suffix(".parquet"))
     finally:

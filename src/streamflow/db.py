@@ -10,6 +10,7 @@ root, PostgreSQL refuses to start, so the server runs as the system user
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import tempfile
@@ -148,7 +149,7 @@ def _ensure_role_and_database(s: Settings) -> None:
 def ensure_database(s: Settings, admin_conn: psycopg.Connection | None = None) -> None:
     """Create ``s.database`` owned by ``s.user`` if it does not exist."""
     if admin_conn is None:
-        maintenance = s.conninfo.replace(f"dbname={s.database}", "dbname=postgres")
+        maintenance = dataclasses.replace(s, database="postgres").conninfo
         with psycopg.connect(maintenance, autocommit=True) as conn:
             return ensure_database(s, conn)
     exists = admin_conn.execute("select 1 from pg_database where datname = %s", (s.database,)).fetchone()
