@@ -22,7 +22,6 @@ from streamflow.ingest import month_end
 from streamflow.raw_schema import EXPORTS_BY_NAME
 
 CONTRACTS = np.array(["Month-to-month", "One year", "Two year"])
-CONTRACT_P = [0.55, 0.21, 0.24]  # real: 3875 / 1473 / 1695 of 7043
 NET_SERVICES = np.array(["DSL", "Fiber optic", "No"])
 NET_P = [0.34, 0.44, 0.22]  # real: 2421 / 3096 / 1526
 LETTERS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
@@ -52,13 +51,15 @@ def _bool_text(values: np.ndarray) -> np.ndarray:
 
 def _static_population(n: int, rng: np.random.Generator, first_as_of: date) -> pd.DataFrame:
     """What does not change from month to month."""
-    months_active = rng.integers(1, 73, n)  # 1..72 at the first month, as in the real data
+    # 1..72 at the first month; 54% above 24 months, as in the real data (whose tenure is U-shaped).
+    long_tenure = rng.random(n) < 0.54
+    months_active = np.where(long_tenure, rng.integers(25, 73, n), rng.integers(1, 25, n))
     net = rng.choice(NET_SERVICES, n, p=NET_P)
-    # Longer tenure makes longer contracts more likely, as in the real data.
+    # Contract mix by tenure as in the real data, which gives its overall 55% / 21% / 24%.
     contract = np.where(
-        months_active > 24,
-        rng.choice(CONTRACTS, n, p=[0.35, 0.28, 0.37]),
-        rng.choice(CONTRACTS, n, p=[0.78, 0.14, 0.08]),
+        long_tenure,
+        rng.choice(CONTRACTS, n, p=[0.30, 0.30, 0.40]),
+        rng.choice(CONTRACTS, n, p=[0.85, 0.10, 0.05]),
     )
     has_internet = net != "No"
     tv = np.where(has_internet, rng.random(n) < 0.49, False)
