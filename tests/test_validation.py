@@ -132,10 +132,15 @@ def _some_user(s: Settings, mart: str, where: str = "true") -> str:
                             (FEB,)).fetchone()[0]
 
 
-def negative_fee(s: Settings) -> None:
-    user = _some_user(s, "subscriptions_profile_snapshots")
-    execute(s, "update marts.subscriptions_profile_snapshots set monthly_fee = -5 "
-               "where as_of = %s and user_id = %s", (FEB, user))
+def set_fee(value: int):
+    def inject(s: Settings) -> None:
+        user = _some_user(s, "subscriptions_profile_snapshots")
+        execute(s, "update marts.subscriptions_profile_snapshots set monthly_fee = %s "
+                   "where as_of = %s and user_id = %s", (value, FEB, user))
+    return inject
+
+
+negative_fee = set_fee(-5)
 
 
 def duplicate_key(s: Settings) -> None:
@@ -168,6 +173,8 @@ FAULTS = {
     # fault: (suite, expectation that must be named, where it must point)
     "negative_monthly_fee": (negative_fee, "subscriptions_profile_snapshots",
                              "expect_column_values_to_be_between", "monthly_fee", "-5"),
+    "zero_monthly_fee": (set_fee(0), "subscriptions_profile_snapshots",  # the bound is strict
+                         "expect_column_values_to_be_between", "monthly_fee", "0"),
     "duplicate_user_as_of": (duplicate_key, "usage_agg_30d_snapshots",
                              "expect_column_values_to_be_unique", "user_id", "(user_id, as_of) is unique"),
     "null_user_id": (null_user_id, "labels_snapshots",

@@ -46,6 +46,8 @@ ACCEPTED_VALUES = {
 }
 
 # Physically bounded or at least non-negative. Upper bounds only where a period bounds them.
+# The low bound is inclusive, except for the columns in STRICT_LOW (a fee of 0 is no fee).
+STRICT_LOW = {"monthly_fee"}
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "months_active": (0, 1200),
     "monthly_fee": (0, 1000),
@@ -112,7 +114,8 @@ def _mart_suite(mart: str) -> gx.ExpectationSuite:
             add(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=ACCEPTED_VALUES[col]))
         if col in RANGES:
             low, high = RANGES[col]
-            add(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=low, max_value=high))
+            add(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=low, max_value=high,
+                                                  strict_min=col in STRICT_LOW))
         # A column with one value carries no signal (the real avg_session_mins_7d is constant).
         add(gxe.ExpectColumnUniqueValueCountToBeBetween(
             column=col, min_value=2, severity=WARNING, description="not a constant column"))
