@@ -30,30 +30,40 @@ from feast.types import Bool, Float64, Int32, String, UnixTimestamp
 MONTHLY_SNAPSHOT_TTL = timedelta(days=31)
 TAGS = {"team": "churn", "refresh": "monthly", "source": "dbt"}
 
-user_profile_fv = FeatureView(
-    name="user_profile_fv",
-    description="Who the user is: signup date, gender, senior, family and dependents flags.",
-    entities=[user],
-    ttl=MONTHLY_SNAPSHOT_TTL,
-    schema=[
+
+def monthly_snapshot_view(name: str, description: str, source, kind: str, schema: list[Field]) -> FeatureView:
+    """A feature view over one monthly snapshot mart: entity user, the monthly TTL, online."""
+    return FeatureView(
+        name=name,
+        description=description,
+        entities=[user],
+        ttl=MONTHLY_SNAPSHOT_TTL,
+        schema=schema,
+        online=True,
+        source=source,
+        owner=OWNER,
+        tags={**TAGS, "kind": kind},
+    )
+
+
+user_profile_fv = monthly_snapshot_view(
+    "user_profile_fv",
+    "Who the user is: signup date, gender, senior, family and dependents flags.",
+    user_profile_source, "profile",
+    [
         Field(name="signup_date", dtype=UnixTimestamp),
         Field(name="user_gender", dtype=String),
         Field(name="user_is_senior", dtype=Bool),
         Field(name="has_family", dtype=Bool),
         Field(name="has_dependents", dtype=Bool),
     ],
-    online=True,
-    source=user_profile_source,
-    owner=OWNER,
-    tags={**TAGS, "kind": "profile"},
 )
 
-subs_profile_fv = FeatureView(
-    name="subs_profile_fv",
-    description="Subscription: tenure, plan options, contract type, billing, fees paid, internet service.",
-    entities=[user],
-    ttl=MONTHLY_SNAPSHOT_TTL,
-    schema=[
+subs_profile_fv = monthly_snapshot_view(
+    "subs_profile_fv",
+    "Subscription: tenure, plan options, contract type, billing, fees paid, internet service.",
+    subscriptions_profile_source, "subscription",
+    [
         Field(name="months_active", dtype=Int32),
         Field(name="plan_stream_tv", dtype=Bool),
         Field(name="plan_stream_movies", dtype=Bool),
@@ -63,53 +73,34 @@ subs_profile_fv = FeatureView(
         Field(name="total_paid", dtype=Float64),
         Field(name="net_service", dtype=String),
     ],
-    online=True,
-    source=subscriptions_profile_source,
-    owner=OWNER,
-    tags={**TAGS, "kind": "subscription"},
 )
 
-usage_agg_30d_fv = FeatureView(
-    name="usage_agg_30d_fv",
-    description="Viewing usage: watch hours (30 d), session length, devices, skips and rebuffers (7 d).",
-    entities=[user],
-    ttl=MONTHLY_SNAPSHOT_TTL,
-    schema=[
+usage_agg_30d_fv = monthly_snapshot_view(
+    "usage_agg_30d_fv",
+    "Viewing usage: watch hours (30 d), session length, devices, skips and rebuffers (7 d).",
+    usage_agg_30d_source, "usage",
+    [
         Field(name="watch_hours_30d", dtype=Float64),
         Field(name="avg_session_mins_7d", dtype=Float64),
         Field(name="unique_devices_30d", dtype=Int32),
         Field(name="skips_7d", dtype=Int32),
         Field(name="rebuffer_events_7d", dtype=Int32),
     ],
-    online=True,
-    source=usage_agg_30d_source,
-    owner=OWNER,
-    tags={**TAGS, "kind": "usage"},
 )
 
-payments_agg_90d_fv = FeatureView(
-    name="payments_agg_90d_fv",
-    description="Failed payments over the last 90 days.",
-    entities=[user],
-    ttl=MONTHLY_SNAPSHOT_TTL,
-    schema=[Field(name="failed_payments_90d", dtype=Int32)],
-    online=True,
-    source=payments_agg_90d_source,
-    owner=OWNER,
-    tags={**TAGS, "kind": "payments"},
+payments_agg_90d_fv = monthly_snapshot_view(
+    "payments_agg_90d_fv",
+    "Failed payments over the last 90 days.",
+    payments_agg_90d_source, "payments",
+    [Field(name="failed_payments_90d", dtype=Int32)],
 )
 
-support_agg_90d_fv = FeatureView(
-    name="support_agg_90d_fv",
-    description="Support tickets and their average resolution time over the last 90 days.",
-    entities=[user],
-    ttl=MONTHLY_SNAPSHOT_TTL,
-    schema=[
+support_agg_90d_fv = monthly_snapshot_view(
+    "support_agg_90d_fv",
+    "Support tickets and their average resolution time over the last 90 days.",
+    support_agg_90d_source, "support",
+    [
         Field(name="support_tickets_90d", dtype=Int32),
         Field(name="ticket_avg_resolution_hrs_90d", dtype=Float64),
     ],
-    online=True,
-    source=support_agg_90d_source,
-    owner=OWNER,
-    tags={**TAGS, "kind": "support"},
 )
