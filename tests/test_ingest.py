@@ -137,6 +137,29 @@ BAD_INPUTS = {
     "duplicate user_id": (
         lambda d: _edit(d / "labels.csv", lambda ls: ls + [ls[3]]),
         ["labels.csv", "column 'user_id'", "duplicate user_id (first seen on line 4)"]),
+    "number too large for numeric(10,2)": (
+        lambda d: _set_cell(d / "subscriptions.csv", 5, "monthly_fee", "1e20"),
+        ["subscriptions.csv", "line 5", "column 'monthly_fee'", "'1e20'", "too large"]),
+    "double overflows": (lambda d: _set_cell(d / "usage_agg_30d.csv", 4, "watch_hours_30d", "1e400"),
+                         ["usage_agg_30d.csv", "line 4", "column 'watch_hours_30d'", "out of range"]),
+    "double underflows": (lambda d: _set_cell(d / "usage_agg_30d.csv", 6, "watch_hours_30d", "1e-400"),
+                          ["usage_agg_30d.csv", "line 6", "column 'watch_hours_30d'", "out of range"]),
+    "NUL in text": (lambda d: _set_cell(d / "users.csv", 3, "user_gender", "Fe\x00male"),
+                    ["users.csv", "line 3", "column 'user_gender'", "NUL"]),
+    "user_id outside the served pattern": (
+        lambda d: _set_cell(d / "users.csv", 3, "user_id", "José Ü"),
+        ["users.csv", "line 3", "column 'user_id'", "'José Ü'", "must match"]),
+    "blank lines count as lines": (  # two blank lines before the bad cell: it is on line 12, not 10
+        lambda d: _edit(d / "subscriptions.csv", lambda ls: ls[:3] + ["", ""] + ls[3:])
+        or _set_cell(d / "subscriptions.csv", 12, "months_active", "x"),
+        ["subscriptions.csv", "line 12", "column 'months_active'", "'x'"]),
+    "non-UTF-8 byte": (
+        lambda d: (d / "labels.csv").write_bytes(
+            b"\n".join(ln + (b"\xff" if i == 4 else b"") for i, ln in
+                       enumerate((d / "labels.csv").read_bytes().split(b"\n"), start=1))),
+        ["labels.csv", "line 4", "not UTF-8"]),
+    "unbalanced quote": (lambda d: _set_cell(d / "subscriptions.csv", 5, "contract_type", '"One year'),
+                         ["subscriptions.csv", "line 5", "unbalanced quote"]),
     "user not in users.csv": (
         lambda d: _set_cell(d / "support_agg_90d.csv", 8, "user_id", "0000-NOONE"),
         ["support_agg_90d.csv", "line 8", "column 'user_id'", "'0000-NOONE'",

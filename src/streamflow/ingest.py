@@ -34,6 +34,7 @@ from psycopg import sql
 
 from streamflow.db import connect
 from streamflow.errors import IngestError
+from streamflow.marts import FEATURE_COLUMNS, SOURCE_EXPORT
 from streamflow.raw_schema import (
     EXPORT_FILES,
     FALSE_WORDS,
@@ -41,6 +42,8 @@ from streamflow.raw_schema import (
     RAW_SCHEMA,
     ROSTER,
     TRUE_WORDS,
+    USER_ID,
+    USER_ID_PATTERN,
     Column,
     ExportFile,
     create_table_sql,
@@ -61,6 +64,24 @@ PATTERNS = {
     "date": r"^\d{4}-\d{2}-\d{2}$",
 }
 INT32_MAX = 2**31 - 1
+MANTISSA_NOT_ZERO = r"^[^eE]*[1-9]"  # "0.0e5" is zero; "1e-400" is not (but is 0 as a double)
+# Arrow reads a CSV in blocks; a row must fit in one.
+BLOCK_SIZE = 16 << 20
+
+
+def _numeric_precisions() -> dict[tuple[str, str], tuple[int, int]]:
+    """(export, column) -> (precision, scale) of the numeric(p,s) the marts keep it as, so a
+    value that would overflow there is refused here, with its line, not deep in `dbt build`."""
+    out = {}
+    for mart, columns in FEATURE_COLUMNS.items():
+        for name, pg_type in columns:
+            found = re.fullmatch(r"numeric\((\d+),(\d+)\)", pg_type)
+            if found:
+                out[(SOURCE_EXPORT[mart], name)] = (int(found[1]), int(found[2]))
+    return out
+
+
+NUMERIC_PRECISION = _numeric_precisions()
 KIND_HELP = {
     "int": "a whole number (32-bit)",
     "float": "a number with '.' as decimal point",
@@ -110,12 +131,37 @@ def _first(mask) -> int | None:
     return None if index < 0 else index
 
 
-def _line(index: int) -> int:
-    # Line numbers as a text editor shows them: the header is line 1.
-    return index + 2
+def _rows_with_lines(path: Path):
+    """(line, fields) of every data row, line as a text editor numbers it (the header is 1).
+
+    Only for error messages: Arrow's reader does not know line numbers. Python's csv reader,
+    like Arrow, skips blank lines and lets a quoted cell span lines, so the n-th row here is
+    Arrow's n-th row."""
+    with path.open(encoding="utf-8-sig", newline="", errors="replace") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)
+        start = reader.line_num + 1
+        while True:
+            try:
+                fields = next(reader, None)
+            except csv.Error as exc:  # e.g. a quote never closed swallows the rest of the file
+                _fail(path, start, None, None, f"unreadable row ({exc}): an unbalanced quote?")
+            if fields is None:
+                return
+            if fields:
+                yield start, fields
+            start = reader.line_num + 1
 
 
-def _check_column(path: Path, col: Column, cells: pa.ChunkedArray) -> pa.ChunkedArray:
+def _line(path: Path, index: int) -> int | None:
+    """The line where data row ``index`` (0-based) starts."""
+    for n, (line, _) in enumerate(_rows_with_lines(path)):
+        if n == index:
+            return line
+    return None
+
+
+def _check_column(path: Path, export: ExportFile, col: Column, cells: pa.ChunkedArray) -> pa.ChunkedArray:
     """Validate and normalise one column; returns it stripped, with null for NULL."""
     stripped = pc.utf8_trim_whitespace(cells)
     empty = pc.equal(stripped, "")
@@ -123,7 +169,7 @@ def _check_column(path: Path, col: Column, cells: pa.ChunkedArray) -> pa.Chunked
     def fail_at(mask, problem: str):
         idx = _first(mask)
         if idx is not None:
-            _fail(path, _line(idx), col.name, cells[idx].as_py(), problem)
+            _fail(path, _line(path, idx), col.name, cells[idx].as_py(), problem)
 
     if not col.nullable:
         fail_at(empty, "empty; every row needs a value here")
@@ -140,20 +186,39 @@ def _check_column(path: Path, col: Column, cells: pa.ChunkedArray) -> pa.Chunked
             parsed = pc.strptime(stripped, format="%Y-%m-%d", unit="s", error_is_null=True)
             same = pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), stripped)
             fail_at(pc.invert(pc.or_(same.fill_null(False), empty)), f"expected {KIND_HELP['date']}")
+        nulled = pc.if_else(empty, pa.scalar(None, pa.string()), stripped)
         if col.kind == "int":
-            values = pc.cast(pc.if_else(empty, pa.scalar(None, pa.string()), stripped), pa.int64())
+            values = pc.cast(nulled, pa.int64())
             fail_at(pc.greater(pc.abs(values), INT32_MAX), f"expected {KIND_HELP['int']}")
+        if col.kind in ("float", "numeric"):
+            values = pc.cast(nulled, pa.float64())
+            # PostgreSQL refuses a double that overflows to infinity or underflows to zero.
+            underflow = pc.and_(pc.equal(values, 0), pc.match_substring_regex(stripped, MANTISSA_NOT_ZERO))
+            fail_at(pc.or_(pc.is_inf(values), underflow), "the number is out of range for a double")
+        precision = NUMERIC_PRECISION.get((export.name, col.name))
+        if precision is not None:
+            digits, scale = precision
+            limit = 10.0 ** (digits - scale) - 0.5 * 10.0 ** -scale  # rounded to the scale, still fits
+            fail_at(pc.greater_equal(pc.abs(values), limit),
+                    f"the number is too large: at most {digits - scale} digits before the decimal point "
+                    f"(kept as numeric({digits},{scale}))")
     else:  # text: one line per row, so the COPY payload can be prefixed line by line
         fail_at(pc.match_substring_regex(stripped, r"[\r\n]"), "line breaks inside a cell are not allowed")
+        fail_at(pc.match_substring_regex(stripped, r"\x00"), "NUL characters are not allowed in text")
+        if col == USER_ID:
+            fail_at(pc.invert(pc.or_(pc.match_substring_regex(stripped, USER_ID_PATTERN), empty)),
+                    f"a user_id must match {USER_ID_PATTERN} (letters, digits, _ . : @ -; "
+                    "at most 64 characters)")
     return pc.if_else(empty, pa.scalar(None, pa.string()), stripped)
 
 
 def _read_header(path: Path, export: ExportFile) -> list[str]:
+    with path.open("rb") as fh:
+        first = fh.readline(BLOCK_SIZE)
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
-            header = next(csv.reader(fh), None)
+        header = next(csv.reader([first.decode("utf-8-sig")]), None)
     except UnicodeDecodeError as exc:
-        _fail(path, 1, None, None, f"not UTF-8 text: {exc}")
+        _fail(path, 1, None, None, f"not UTF-8 text: {exc.reason} at byte {exc.start + 1} of the line")
     if not header:
         _fail(path, 1, None, None, "the file is empty (no header line)")
     header = [c.strip() for c in header]
@@ -172,13 +237,21 @@ def _read_header(path: Path, export: ExportFile) -> list[str]:
     return header
 
 
-def _find_line(path: Path, text: str) -> int | None:
-    """Arrow's multi-threaded reader does not know row numbers: find the row's line ourselves."""
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        for number, line in enumerate(fh, start=1):
-            if line.rstrip("\r\n") == text:
-                return number
-    return None
+def _explain_unreadable(path: Path, width: int, exc: Exception):
+    """Arrow could not read the file: find the first line at fault ourselves."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as bad:
+                _fail(path, number, None, None,
+                      f"not UTF-8 text: {bad.reason} at byte {bad.start + 1} of the line")
+            if len(raw) >= BLOCK_SIZE:
+                _fail(path, number, None, None, f"a line longer than {BLOCK_SIZE >> 20} MiB")
+    for line, fields in _rows_with_lines(path):
+        if len(fields) != width:
+            _fail(path, line, None, None, f"{len(fields)} fields where the header has {width}")
+    _fail(path, None, None, None, f"malformed CSV: {exc}")
 
 
 def read_export(path: Path, export: ExportFile) -> CheckedFile:
@@ -186,38 +259,28 @@ def read_export(path: Path, export: ExportFile) -> CheckedFile:
     if not path.is_file():
         _fail(path, None, None, None, f"missing file: a month folder must hold {export.filename}")
     header = _read_header(path, export)
-    bad_rows = []
-
-    def on_invalid_row(row) -> str:
-        bad_rows.append(row)
-        return "error"
-
     try:
         # Everything is read as text (leading zeros and exact decimals survive, nothing is
         # guessed from the data); Arrow skips a UTF-8 BOM and accepts CRLF.
         table = pacsv.read_csv(
             path,
-            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid_row),
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, block_size=BLOCK_SIZE),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in header}, strings_can_be_null=False,
                 quoted_strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        if bad_rows:
-            row = bad_rows[0]
-            _fail(path, row.number or _find_line(path, row.text), None, None,
-                  f"{row.actual_columns} fields where the header has {row.expected_columns}")
-        _fail(path, None, None, None, f"malformed CSV: {exc}")
+        _explain_unreadable(path, len(header), exc)
     if table.num_rows == 0:
         _fail(path, None, None, None, "header only: the file has no data rows")
-    checked = pa.table({c.name: _check_column(path, c, table.column(c.name)) for c in export.columns})
+    checked = pa.table({c.name: _check_column(path, export, c, table.column(c.name)) for c in export.columns})
     ids = pd.Series(checked.column("user_id").to_numpy(zero_copy_only=False))
     dup = ids.duplicated(keep="first")
     if dup.any():
         idx = int(dup.to_numpy().argmax())
         first = int((ids == ids[idx]).to_numpy().argmax())
-        _fail(path, _line(idx), "user_id", ids[idx], f"duplicate user_id (first seen on line {_line(first)})")
+        _fail(path, _line(path, idx), "user_id", ids[idx],
+              f"duplicate user_id (first seen on line {_line(path, first)})")
     return CheckedFile(export, path, checked)
 
 
@@ -237,7 +300,7 @@ def read_month(month_dir: Path, say=lambda _msg: None) -> list[CheckedFile]:
         unknown = pc.invert(pc.is_in(f.user_ids(), value_set=roster.user_ids().combine_chunks()))
         idx = _first(unknown)
         if idx is not None:
-            _fail(f.path, _line(idx), "user_id", f.user_ids()[idx].as_py(),
+            _fail(f.path, _line(f.path, idx), "user_id", f.user_ids()[idx].as_py(),
                   f"user_id not in this month's {roster.export.filename} "
                   f"({pc.sum(unknown).as_py()} such row(s))")
     return files

@@ -21,6 +21,12 @@ PG_TYPES = {
     "date": "date",
 }
 
+# What a user_id may be, end to end: the loader refuses any other id (naming its line), and
+# the API answers 422 for one, so every loaded user can be served. The real exports' ids
+# ("7590-VHVEG") match. An RE2 pattern (the loader matches it with Arrow) and a Python one.
+USER_ID_MAX_LENGTH = 64
+USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
+
 # Accepted boolean spellings (case-insensitive). An empty cell is NULL, never False.
 TRUE_WORDS = frozenset({"true", "t", "1", "yes", "y"})
 FALSE_WORDS = frozenset({"false", "f", "0", "no", "n"})

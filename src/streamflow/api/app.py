@@ -25,6 +25,7 @@ from streamflow.api.models import (
 )
 from streamflow.api.service import ApiConfig, OnlineService, Unavailable
 from streamflow.features import online
+from streamflow.raw_schema import USER_ID_MAX_LENGTH, USER_ID_PATTERN
 from streamflow.settings import Settings, load_settings
 
 log = logging.getLogger("streamflow.api")
@@ -44,7 +45,7 @@ feature service by default.
   an older snapshot than `reference_as_of` (the user is absent from the newest month in that
   view) is returned, as the point-in-time training join would, with its view marked
   `latest: false` and its features listed in `not_latest`.
-* **user ids** match `{online.USER_ID_PATTERN}` (at most {online.USER_ID_MAX_LENGTH} characters);
+* **user ids** match `{USER_ID_PATTERN}` (at most {USER_ID_MAX_LENGTH} characters);
   anything else is 422. Ids reach SQL only as bound parameters.
 * **database down**: 503 with a JSON `detail` within about a second; the service recovers by
   itself when the database is back.
@@ -192,7 +193,7 @@ def create_app(settings: Settings | None = None, config: ApiConfig | None = None
                    **ERRORS},
     )
     async def get_features(
-        user_id: Annotated[str, Path(pattern=online.USER_ID_PATTERN, max_length=online.USER_ID_MAX_LENGTH,
+        user_id: Annotated[str, Path(pattern=USER_ID_PATTERN, max_length=USER_ID_MAX_LENGTH,
                                      description="The user's id", examples=[EXAMPLE_USER])],
         feature_service: Annotated[str | None, Query(
             description="Feature service to read (default churn_model_v1)")] = None,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from streamflow.features.online import USER_ID_MAX_LENGTH, USER_ID_PATTERN
+from streamflow.raw_schema import USER_ID_MAX_LENGTH, USER_ID_PATTERN
 
 MAX_BATCH = 1000
 

@@ -53,15 +53,14 @@ from typing import Any
 from psycopg import sql
 
 from streamflow.errors import StreamflowError
+from streamflow.raw_schema import USER_ID_PATTERN
 from streamflow.settings import REPO_ROOT, Settings
 
 DEFAULT_FEATURE_SERVICE = "churn_model_v1"
 PROJECT = "streamflow"
 JOIN_KEY = "user_id"
 
-# The documented shape of a user id: the real ones look like ``7590-VHVEG``.
-USER_ID_MAX_LENGTH = 64
-USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
+# The shape of a user id (raw_schema): the loader refuses any other, so every loaded user is servable.
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
 
 PRESENT = "PRESENT"
