@@ -87,6 +87,21 @@ def test_month_folders_map_to_month_ends_without_a_manifest(tmp_path):
         JAN, FEB, date(2024, 3, 31), date(2025, 2, 28)]
 
 
+def test_manifest_giving_two_folders_one_as_of_is_refused(tmp_path):
+    for n in (0, 1):
+        (tmp_path / f"month_{n:03d}").mkdir()
+    (tmp_path / "as_of.csv").write_text("folder,as_of\nmonth_000,2024-01-31\nmonth_001,2024-01-31\n")
+    with pytest.raises(IngestError, match="as_of.csv.*2024-01-31.*same as_of"):
+        discover_months(tmp_path)
+
+
+def test_as_of_that_is_not_a_month_end_is_refused(loaded_db, month_source):
+    before = raw_fingerprint(loaded_db)
+    with pytest.raises(IngestError, match="2024-02-15 is not a month-end.*2024-02-29"):
+        ingest_month(loaded_db, month_source, date(2024, 2, 15), quiet=True)
+    assert raw_fingerprint(loaded_db) == before
+
+
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

@@ -349,6 +349,11 @@ def ingest_month(settings: Settings, month_dir: Path, as_of: date, *, quiet: boo
     """Load one month. Returns False when the month was already loaded with identical content."""
     if not isinstance(as_of, date):
         raise IngestError(f"as_of must be a date, got {as_of!r}")
+    if as_of != month_end(as_of, 0):
+        # Snapshots are monthly: the marts, the TTL rule and the API's staleness marking
+        # all count in month-ends. A mid-month date is a typo more often than not.
+        raise IngestError(f"{month_dir}: as_of {as_of} is not a month-end "
+                          f"(did you mean {month_end(as_of, 0)}?)")
     started = time.monotonic()
     say = (lambda *_: None) if quiet else (lambda msg: print(msg, flush=True))
     say(f"[{as_of}] checking {month_dir}")
@@ -415,6 +420,11 @@ def discover_months(seeds_dir: Path) -> list[tuple[Path, date]]:
                 except (KeyError, AttributeError, ValueError):
                     _fail(manifest_path, line_no, "as_of", str(row.get("as_of")),
                           "expected columns folder,as_of with a date YYYY-MM-DD")
+    dates = list(manifest.values())
+    repeated = sorted({d for d in dates if dates.count(d) > 1})
+    if repeated:
+        _fail(manifest_path, None, "as_of", str(repeated[0]),
+              "two month folders have the same as_of (the second would replace the first)")
     result = []
     for folder in folders:
         if manifest:
