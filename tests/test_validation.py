@@ -318,6 +318,24 @@ def test_downstream_steps_refuse_or_name_every_month_they_leave_out(
         assert "run `make validate AS_OF=2024-02-29` to see why" in str(err.value)
 
 
+def test_months_no_longer_loaded_are_not_candidates(built: Settings, fresh_db: Settings, gx_root: Path):
+    copy_marts(built, fresh_db)
+    negative_fee(fresh_db)
+    assert not run(fresh_db, gx_root)[0]  # every month: FEB fails, the others pass
+    with pytest.raises(StreamflowError, match="2099-01-31 is neither loaded nor in the marts"):
+        run(fresh_db, gx_root, date(2099, 1, 31))
+    with connect(fresh_db) as conn:
+        recorded = f"select count(*) from {RESULTS_TABLE} where as_of = '2099-01-31'"
+        assert conn.execute(recorded).fetchone()[0] == 0
+
+    # The failed month is withdrawn (gone from raw.ingestion_log): no longer named as failing.
+    execute(fresh_db, "delete from raw.ingestion_log where as_of = %s", (FEB,))
+    notes = io.StringIO()
+    months = validated_months(fresh_db, out=notes)
+    assert FEB not in months and months
+    assert "2024-02-29" not in notes.getvalue()
+
+
 def test_validate_without_marts_says_what_to_do(fresh_db: Settings, gx_root: Path):
     with pytest.raises(StreamflowError, match="run `make build` first"):
         run(fresh_db, gx_root)

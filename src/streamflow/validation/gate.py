@@ -154,14 +154,16 @@ def _status(as_of: date, suites: dict[str, tuple] | None) -> MonthStatus:
 
 
 def month_statuses(settings: Settings, months: list[date] | None = None) -> list[MonthStatus]:
-    """The gate's verdict on ``months`` (default: every month loaded or ever validated)."""
+    """The gate's verdict on ``months`` (default: every loaded month, i.e. in raw.ingestion_log;
+    without a raw layer, every month ever validated). A month no longer loaded is no candidate,
+    whatever its old results say."""
     with connect(settings) as conn:
         latest = _latest(conn)
         if months is None:
-            loaded = [r[0] for r in conn.execute("select as_of from raw.ingestion_log").fetchall()] \
-                if conn.execute("select to_regclass('raw.ingestion_log') is not null").fetchone()[0] else []
-    wanted = sorted(set(latest) | set(loaded)) if months is None else list(months)
-    return [_status(m, latest.get(m)) for m in wanted]
+            has_log = conn.execute("select to_regclass('raw.ingestion_log') is not null").fetchone()[0]
+            months = [r[0] for r in conn.execute("select as_of from raw.ingestion_log")] if has_log \
+                else list(latest)
+    return [_status(m, latest.get(m)) for m in sorted(months)]
 
 
 def validated_months(settings: Settings, out: TextIO | None = None) -> list[date]:

@@ -167,10 +167,14 @@ def validate(settings: Settings, as_of: date | None = None, *, project_root: Pat
     missing = missing_marts(settings)
     if missing:
         raise StreamflowError(f"mart table(s) missing: {', '.join(missing)}; run `make build` first")
-    months = [as_of] if as_of else months_to_validate(settings)
-    if not months:
+    present = months_to_validate(settings)
+    if not present:
         raise StreamflowError("nothing to validate: no month in raw.ingestion_log or the marts "
                               "(run `make ingest build` first)")
+    if as_of is not None and as_of not in present:
+        raise StreamflowError(f"month {as_of} is neither loaded nor in the marts (months: "
+                              f"{', '.join(m.isoformat() for m in present)})")
+    months = [as_of] if as_of else present
     started = datetime.now(timezone.utc)
     run_id = RunIdentifier(run_name=f"validate-{started:%Y%m%dT%H%M%S%fZ}", run_time=started)
     outcomes, result_ids = [], []
