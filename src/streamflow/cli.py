@@ -23,6 +23,25 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    from streamflow.settings import port_number
+
+    try:
+        return port_number("--port", text)
+    except StreamflowError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _settings(up: bool = True):
     from streamflow.db import ensure_up
     from streamflow.settings import get_settings
@@ -59,8 +78,11 @@ def cmd_db(args) -> int:
 def cmd_generate(args) -> int:
     from streamflow.generate import generate
 
-    generate(args.out, users=args.users, months=args.months, seed=args.seed,
-             first_as_of=args.first_as_of)
+    try:
+        generate(args.out, users=args.users, months=args.months, seed=args.seed,
+                 first_as_of=args.first_as_of)
+    except OSError as exc:
+        raise StreamflowError(f"cannot write sample exports to {args.out}: {exc.strerror or exc}") from exc
     return 0
 
 
@@ -136,8 +158,10 @@ def cmd_online(args) -> int:
 
 def cmd_serve(args) -> int:
     from streamflow.api.server import serve
+    from streamflow.api.service import ApiConfig
 
-    serve(_settings(), host=args.host, port=args.port, workers=args.workers)
+    config = ApiConfig.from_env(host=args.host, port=args.port, workers=args.workers)  # checked first
+    serve(_settings(), config)
     return 0
 
 
@@ -151,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write sample month_NNN export folders")
     g.add_argument("--out", type=Path, required=True)
-    g.add_argument("--users", type=int, default=5000)
-    g.add_argument("--months", type=int, default=3)
+    g.add_argument("--users", type=_positive, default=5000)
+    g.add_argument("--months", type=_positive, default=3)
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--first-as-of", type=_date, default=date(2024, 1, 31),
                    help="as_of of month_000 (later months are the following month-ends)")
@@ -189,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", help="run the feature API")
     sv.add_argument("--host", default=None, help="default API_HOST or 127.0.0.1")
-    sv.add_argument("--port", type=int, default=None, help="default API_PORT or 8000")
-    sv.add_argument("--workers", type=int, default=None, help="default API_WORKERS or 1")
+    sv.add_argument("--port", type=_port, default=None, help="default API_PORT or 8000")
+    sv.add_argument("--workers", type=_positive, default=None, help="default API_WORKERS or 1")
     sv.set_defaults(func=cmd_serve)
     return p
 

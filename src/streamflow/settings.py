@@ -14,11 +14,14 @@ used and the embedded one is never started.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from dotenv import dotenv_values
+
+from streamflow.errors import StreamflowError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,18 +78,35 @@ def _default_seeds_dir() -> Path:
     return REAL_EXPORTS_DIR if REAL_EXPORTS_DIR.is_dir() else SAMPLE_DIR
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Build settings from ``environ`` (default: the process env) over ``.env``."""
+def environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: the process env) over the ``.env`` file at the repo root."""
     values: dict[str, str] = {
         k: v for k, v in dotenv_values(REPO_ROOT / ".env").items() if v is not None
     }
     values.update(os.environ if environ is None else environ)
+    return values
+
+
+def port_number(name: str, raw: str) -> int:
+    """A TCP port from variable ``name``, or an error saying which variable is wrong."""
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise StreamflowError(f"{name}={raw!r}: expected a port number (1-65535)")
+    return port
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default: the process env) over ``.env``."""
+    values = environment(environ)
     host = values.get("POSTGRES_HOST", "").strip()
     embedded = not host
     seeds = values.get("SEEDS_DIR", "").strip()
     return Settings(
         host=host or EMBEDDED_HOST,
-        port=int(values.get("POSTGRES_PORT") or EMBEDDED_PORT),
+        port=port_number("POSTGRES_PORT", values.get("POSTGRES_PORT") or str(EMBEDDED_PORT)),
         user=values.get("POSTGRES_USER") or "streamflow",
         password=values.get("POSTGRES_PASSWORD") or "streamflow",
         database=values.get("POSTGRES_DB") or "streamflow",

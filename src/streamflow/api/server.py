@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import logging
 
+from streamflow.api.service import ApiConfig
 from streamflow.settings import Settings
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None,
-          workers: int | None = None) -> None:
+def serve(settings: Settings, config: ApiConfig) -> None:
     import uvicorn
 
-    from streamflow.api.service import ApiConfig
-
-    config = ApiConfig.from_env(host=host, port=port, workers=workers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = dict(host=config.host, port=config.port, loop="uvloop", http="httptools",
                    access_log=config.access_log, timeout_graceful_shutdown=5, log_level="info")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,8 +19,9 @@ from datetime import datetime
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from streamflow.errors import StreamflowError
 from streamflow.features import online
-from streamflow.settings import Settings
+from streamflow.settings import Settings, environment, port_number
 
 log = logging.getLogger("streamflow.api")
 
@@ -51,15 +51,21 @@ class ApiConfig:
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> ApiConfig:
-        env = os.environ if environ is None else environ
+        """API_* variables of ``environ`` (default: the process env over ``.env``, like every setting)."""
+        env = environment(environ)
 
         def get(name, cast, default):
             raw = env.get(name, "").strip()
-            return cast(raw) if raw else default
+            if not raw:
+                return default
+            try:
+                return cast(raw)
+            except ValueError:
+                raise StreamflowError(f"{name}={raw!r}: expected {cast.__name__}") from None
 
         values = dict(
             host=get("API_HOST", str, cls.host),
-            port=get("API_PORT", int, cls.port),
+            port=get("API_PORT", lambda raw: port_number("API_PORT", raw), cls.port),
             workers=get("API_WORKERS", int, cls.workers),
             pool_min=get("API_POOL_MIN", int, cls.pool_min),
             pool_max=get("API_POOL_MAX", int, cls.pool_max),
