@@ -18,7 +18,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
 
 all: install ingest build validate apply training-data materialize ## Set everything up and run the whole pipeline
-	@echo "Done. Try: make serve  (then curl http://127.0.0.1:8000/features/7590-VHVEG)"
+	@echo "Done. Try: make serve, then curl http://127.0.0.1:8000/features/7590-VHVEG (a user of the real exports: use any user_id of your data)"
 
 install: $(STAMP) ## Create .venv and install the pinned package (re-runs when pyproject.toml changes)
 
