@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from streamflow.errors import StreamflowError
 from streamflow.features import FEATURE_SERVICE
 from streamflow.features import serialization as ser
 
@@ -309,7 +310,7 @@ def test_online_store_follows_redeliveries_and_never_revives_expired_values(fres
     """Three generated months. A value older than the TTL never comes back online, not even by
     re-materializing an older month; a user withdrawn by a re-delivery of the newest month falls
     back to their previous snapshot online, or disappears when they have none in the TTL window,
-    exactly as in the offline point-in-time join."""
+    exactly as in the offline point-in-time join; an unloaded newest month leaves no value behind."""
     from streamflow.build import dbt_build
     from streamflow.features.materialize import as_of_instant, materialize
     from streamflow.features.skew import check_skew
@@ -366,6 +367,28 @@ def test_online_store_follows_redeliveries_and_never_revives_expired_values(fres
         stamps = conn.execute(sql.SQL("select distinct event_ts from {}").format(
             sql.Identifier(*ser.online_table("usage_agg_30d_fv")))).fetchall()
     assert {s for (s,) in stamps} == {as_of_instant(FEB), as_of_instant(mar)}
+
+    # March unloaded (loaded by mistake): raw, marts and online fall back to February.
+    from streamflow.ingest import unload_month
+
+    unload_month(fresh_db, mar)
+    with pytest.raises(StreamflowError, match="not loaded"):
+        unload_month(fresh_db, mar)
+    dbt_build(fresh_db)
+    materialize(fresh_db)
+    assert check_skew(fresh_db) == 0
+    with psycopg.connect(fresh_db.conninfo) as conn:
+        assert conn.execute("select count(*) from raw.users where as_of = %s", (mar,)).fetchone()[0] == 0
+        assert conn.execute("select count(*) from marts.usage_agg_30d_snapshots where as_of = %s",
+                            (mar,)).fetchone()[0] == 0
+        stamps = conn.execute(sql.SQL("select distinct event_ts from {}").format(
+            sql.Identifier(*ser.online_table("usage_agg_30d_fv")))).fetchall()
+    # (January's values are back for the user who is only in January: within the TTL at February)
+    assert {s for (s,) in stamps} == {as_of_instant(JAN), as_of_instant(FEB)}
+    assert online(only_in_january)["watch_hours_30d"] is not None
+    feb_usage = _csv(seeds, "month_001", "usage_agg_30d")
+    for user_id in users[3:8]:
+        assert online(user_id)["watch_hours_30d"] == float(feb_usage[user_id]["watch_hours_30d"])
 
 
 def test_online_read_is_finite(materialized, store):

@@ -93,6 +93,13 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_unload(args) -> int:
+    from streamflow.ingest import unload_month
+
+    unload_month(_settings(), args.as_of)
+    return 0
+
+
 def cmd_ingest_all(args) -> int:
     from streamflow.ingest import ingest_all
 
@@ -186,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("month_dir")
     i.add_argument("--as-of", type=_date, required=True, help="the month's as_of date, YYYY-MM-DD")
     i.set_defaults(func=cmd_ingest)
+
+    u = sub.add_parser("unload", help="withdraw a loaded month (raw rows, log entry, online values)")
+    u.add_argument("--as-of", type=_date, required=True, help="the month's as_of date, YYYY-MM-DD")
+    u.set_defaults(func=cmd_unload)
 
     ia = sub.add_parser("ingest-all", help="load every month_NNN folder (default: SEEDS_DIR)")
     ia.add_argument("seeds_dir", nargs="?")

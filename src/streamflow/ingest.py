@@ -392,6 +392,42 @@ def ingest_month(settings: Settings, month_dir: Path, as_of: date, *, quiet: boo
     return True
 
 
+def unload_month(settings: Settings, as_of: date) -> None:
+    """Withdraw a loaded month (loaded by mistake, or under the wrong as_of), in one transaction:
+    its raw partitions, its raw.ingestion_log row and its values in the online store go.
+
+    The next `dbt build` deletes it from the marts (a month no longer loaded is dropped) and the
+    gate no longer lists it; `materialize` then serves every user their newest remaining snapshot
+    (the users whose online values came from this month are absent online until then).
+    """
+    from streamflow.features import FEAST_SCHEMA
+    from streamflow.features.materialize import as_of_instant
+
+    log = f"{RAW_SCHEMA}.ingestion_log"
+    with connect(settings) as conn:
+        conn.execute("select pg_advisory_xact_lock(hashtext('streamflow.ingest'), %s)", (as_of.toordinal(),))
+        exists = conn.execute("select to_regclass(%s) is not null", (log,)).fetchone()[0]
+        if not (exists and conn.execute(f"select 1 from {log} where as_of = %s", (as_of,)).fetchone()):
+            raise IngestError(f"month {as_of} is not loaded in database {settings.database}: "
+                              "nothing to unload")
+        for export in EXPORT_FILES:
+            conn.execute(sql.SQL("drop table if exists {}").format(
+                sql.Identifier(RAW_SCHEMA, partition_name(export, as_of))))
+        conn.execute(f"delete from {log} where as_of = %s", (as_of,))
+        # Online tables: those of Feast's PostgreSQL online store in our schema.
+        online = conn.execute(
+            "select table_name from information_schema.columns where table_schema = %s "
+            "and column_name = 'event_ts' intersect select table_name from information_schema.columns "
+            "where table_schema = %s and column_name = 'entity_key'", (FEAST_SCHEMA, FEAST_SCHEMA)).fetchall()
+        removed = 0
+        for (table,) in online:
+            removed += conn.execute(sql.SQL("delete from {} where event_ts = %s").format(
+                sql.Identifier(FEAST_SCHEMA, table)), (as_of_instant(as_of),)).rowcount
+        conn.commit()
+    print(f"[{as_of}] unloaded: raw rows and log entry removed, {removed} online values removed. "
+          "Next: `make build` (removes it from the marts), then `make materialize`.")
+
+
 def month_end(first: date, months_after: int) -> date:
     """The last day of the month ``months_after`` months after ``first``'s month."""
     index = first.year * 12 + (first.month - 1) + months_after
