@@ -34,7 +34,8 @@ from psycopg import sql
 
 from streamflow.db import connect
 from streamflow.errors import IngestError
-from streamflow.marts import FEATURE_COLUMNS, SOURCE_EXPORT
+from streamflow.features import FEAST_SCHEMA
+from streamflow.marts import FEATURE_COLUMNS, SOURCE_EXPORT, as_of_instant
 from streamflow.raw_schema import (
     EXPORT_FILES,
     FALSE_WORDS,
@@ -400,8 +401,6 @@ def unload_month(settings: Settings, as_of: date) -> None:
     gate no longer lists it; `materialize` then serves every user their newest remaining snapshot
     (the users whose online values came from this month are absent online until then).
     """
-    from streamflow.features import FEAST_SCHEMA
-    from streamflow.features.materialize import as_of_instant
 
     log = f"{RAW_SCHEMA}.ingestion_log"
     with connect(settings) as conn:

@@ -9,6 +9,8 @@ session time zone).
 
 from __future__ import annotations
 
+from datetime import date, datetime, timezone
+
 MARTS_SCHEMA = "marts"
 
 # Every mart starts with these, in this order.
@@ -18,6 +20,11 @@ KEY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_timestamp", "timestamp with time zone"),
     ("loaded_at", "timestamp with time zone"),
 )
+
+def as_of_instant(as_of: date) -> datetime:
+    """A month's ``event_timestamp``: its as_of at 00:00 UTC, whatever any time zone says."""
+    return datetime(as_of.year, as_of.month, as_of.day, tzinfo=timezone.utc)
+
 
 # mart -> the export file (raw table) it snapshots
 SOURCE_EXPORT: dict[str, str] = {

@@ -35,7 +35,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
 import psycopg
 from psycopg import sql
@@ -43,6 +43,7 @@ from psycopg import sql
 from streamflow.errors import StreamflowError
 from streamflow.features import ENTITY_JOIN_KEY, FEAST_SCHEMA
 from streamflow.features import serialization as ser
+from streamflow.marts import as_of_instant
 from streamflow.settings import Settings
 
 # PostgreSQL runs one statement on one core; views are written side by side.
@@ -56,11 +57,6 @@ class ViewResult:
     written: int         # (entity, feature) rows inserted or replaced
     removed: int         # rows removed: user withdrawn from the window, or expired
     seconds: float
-
-
-def as_of_instant(as_of: date) -> datetime:
-    """A month's event_timestamp: its as_of at 00:00 UTC (docs/contracts.md)."""
-    return datetime(as_of.year, as_of.month, as_of.day, tzinfo=timezone.utc)
 
 
 def target_month(settings: Settings, as_of: date | None) -> tuple[date, list[date]]:
